@@ -1,0 +1,1 @@
+"""scolaflux consumers."""
