@@ -1,0 +1,101 @@
+"""Thin kafka-python adapters: topics, producers, consumers, dead-letter records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from ..schemas.errors import RejectedInput
+from .settings import Settings
+
+REASON_HEADER = "scolaflux.reason"
+ERROR_HEADER = "scolaflux.error"
+ORIGIN_HEADER = "scolaflux.origin"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """A topic to create: name, partitions and configs (e.g. ``cleanup.policy=compact``)."""
+
+    name: str
+    partitions: int = 1
+    configs: dict[str, str] = field(default_factory=dict)
+
+
+def pipeline_topics(settings: Settings) -> list[TopicSpec]:
+    """The topics every deployment has, whatever its conventions."""
+    return [
+        TopicSpec(settings.raw_topic, settings.partitions),
+        TopicSpec(settings.deadletter_topic, 1),
+        TopicSpec(settings.audit_topic, settings.partitions),
+        TopicSpec(settings.conventions_topic, 1, {"cleanup.policy": "compact"}),
+    ]
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
+    """Create the topics that do not exist yet; existing ones are left as they are."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        new = [
+            NewTopic(s.name, s.partitions, 1, topic_configs=s.configs) for s in specs if s.name not in existing
+        ]
+        for topic in new:  # one at a time: a concurrent creator must not fail the whole batch
+            try:
+                admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
+    """An acknowledged producer: acks=all, retries, one request in flight so order survives a retry.
+
+    With idempotence (a real cluster) a retried batch is never written twice; without it (the
+    embedded broker) a retry may duplicate, and every consumer applies events idempotently by id.
+    """
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "acks": "all",
+        "retries": 2_147_483_647,
+        "max_in_flight_requests_per_connection": 1,
+        "enable_idempotence": settings.idempotent_producers,
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "delivery_timeout_ms": 300_000,
+        "request_timeout_ms": 10_000,
+    }
+    config.update(overrides)
+    return KafkaProducer(**config)
+
+
+def make_consumer(settings: Settings, group_id: str | None, topics: Sequence[str] = (), **overrides: object) -> KafkaConsumer:
+    """A consumer that commits only what its caller says it has applied."""
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": 10_000,
+        "heartbeat_interval_ms": 1_000,
+        "max_poll_records": 5_000,
+    }
+    config.update(overrides)
+    return KafkaConsumer(*topics, **config)
+
+
+def deadletter_headers(error: RejectedInput, origin: str) -> list[tuple[str, bytes]]:
+    """Headers of a dead-letter record: the reason category, the message and where it came from.
+
+    Error messages never carry a pupil identifier (validators name the rule, not the value).
+    """
+    return [
+        (REASON_HEADER, error.reason.encode()),
+        (ERROR_HEADER, str(error).encode()),
+        (ORIGIN_HEADER, origin.encode()),
+    ]

@@ -1,0 +1,71 @@
+"""The one settings model, read once at the entry point and passed down (prefix ``SCOLAFLUX_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of every process. Inner code takes typed arguments, never ``os.environ``."""
+
+    model_config = SettingsConfigDict(env_prefix="SCOLAFLUX_", env_nested_delimiter="__", frozen=True)
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port] of a Kafka cluster; unset: start the embedded Tansu broker.",
+    )
+    kafka_idempotence: bool | None = Field(
+        default=None,
+        description="Idempotent producers. Unset: on, except against the embedded broker, where starting "
+        "it sets false (Tansu answers UnknownError to kafka-python's and aiokafka's idempotent produce).",
+    )
+    topic_prefix: str = "scolaflux"
+    partitions: int = Field(default=6, ge=1)
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the views' database; unset: SQLite files in data_dir."
+    )
+    pseudonym_key: SecretStr = Field(
+        default=SecretStr("dev-only-pseudonym-key-change-me"),
+        description="Master key from which each convention's pseudonymisation secret is derived.",
+    )
+    conventions_dir: Path = Path("conventions")
+    metrics_port: int = Field(default=0, ge=0, description="Port of /metrics; 0 picks a free one.")
+    processor_workers: int = Field(default=1, ge=1)
+
+    @property
+    def embedded(self) -> bool:
+        """Whether the processes run against the embedded broker."""
+        return self.kafka_bootstrap is None
+
+    @property
+    def idempotent_producers(self) -> bool:
+        """Whether producers ask for idempotence (see ``kafka_idempotence``)."""
+        return True if self.kafka_idempotence is None else self.kafka_idempotence
+
+    @property
+    def raw_topic(self) -> str:
+        """All source events, keyed by pupil (INE) so that one pupil's events stay in order."""
+        return f"{self.topic_prefix}.events"
+
+    @property
+    def deadletter_topic(self) -> str:
+        """Rejected input, with its raw bytes and the reason in headers."""
+        return f"{self.topic_prefix}.deadletter"
+
+    @property
+    def audit_topic(self) -> str:
+        """One record per delivery."""
+        return f"{self.topic_prefix}.audit"
+
+    @property
+    def conventions_topic(self) -> str:
+        """Conventions in force, compacted by convention id."""
+        return f"{self.topic_prefix}.conventions"
+
+    def delivery_topic(self, convention_id: str) -> str:
+        """The delivery topic of one convention (one topic each, so a cluster can put an ACL on it)."""
+        return f"{self.topic_prefix}.delivery.{convention_id}"
