@@ -1,0 +1,1 @@
+"""Reference geography: communes, départements, régions, académies and lycées (see README.md)."""
