@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from kafka import KafkaAdminClient
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 
 from ..schemas.errors import ScolafluxError
@@ -45,16 +45,16 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0) -> None:
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=2000)
+            probe = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=2000)
         except KafkaError as exc:
             last = exc
             time.sleep(0.1)
             continue
         try:
-            admin.list_topics()
+            probe.topics()
             return
         finally:
-            admin.close()
+            probe.close()
     raise BrokerError(f"broker at {bootstrap} did not answer within {timeout:.0f}s: {last}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import Field, SecretStr
@@ -35,6 +36,10 @@ class Settings(BaseSettings):
     conventions_dir: Path = Path("conventions")
     metrics_port: int = Field(default=0, ge=0, description="Port of /metrics; 0 picks a free one.")
     processor_workers: int = Field(default=1, ge=1)
+    hardwired_authorities: tuple[str, ...] = Field(
+        default=("commune:69123", "commune:69266", "commune:69259", "departement:69", "region:84"),
+        description="Foundation only: one fixed convention per authority (level:code).",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -69,3 +74,15 @@ class Settings(BaseSettings):
     def delivery_topic(self, convention_id: str) -> str:
         """The delivery topic of one convention (one topic each, so a cluster can put an ACL on it)."""
         return f"{self.topic_prefix}.delivery.{convention_id}"
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``SCOLAFLUX_*`` environment that gives a child process the same settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        env[f"SCOLAFLUX_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value, default=str)
+    return env

@@ -23,6 +23,7 @@ MARKER = b"\xc3\x01"
 HEADER_SIZE = len(MARKER) + 8
 AVRO_DIR = Path(__file__).parent / "avro"
 
+
 def fingerprint(schema: dict[str, Any]) -> bytes:
     """The 8-byte CRC-64-AVRO fingerprint of a schema's parsing canonical form, little-endian."""
     return bytes.fromhex(avro_fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO"))

@@ -1,10 +1,10 @@
 """The error tree of scolaflux. Every error says where and what, and keeps the raw input.
 
-    ScolafluxError
-    ├── RejectedInput        an input record cannot be accepted; goes to the dead-letter topic
-    │   ├── DecodeError      bytes that are not a record of a known schema
-    │   └── InvalidEvent     a decoded record that breaks a rule (UAI key, INE format, dates...)
-    └── ConfigError          a configuration file is wrong: names the file, the field and the rule
+ScolafluxError
+├── RejectedInput        an input record cannot be accepted; goes to the dead-letter topic
+│   ├── DecodeError      bytes that are not a record of a known schema
+│   └── InvalidEvent     a decoded record that breaks a rule (UAI key, INE format, dates...)
+└── ConfigError          a configuration file is wrong: names the file, the field and the rule
 """
 
 from __future__ import annotations

@@ -58,4 +58,3 @@ def normalise_commune(value: str) -> str:
     if not _COMMUNE.match(code):
         raise ValueError(f"commune code {value!r} must be 5 characters (2A/2B for Corsica)")
     return code
-

@@ -1,0 +1,16 @@
+"""The ``scolaflux`` command. Each area adds its own command group; this module only wires them."""
+
+from __future__ import annotations
+
+import typer
+
+from ..processors import cli as processors_cli
+from . import demo
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+processors_cli.register(app)
+demo.register(app)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,36 @@
+"""Child processes of the feed (the processor), started with the parent's settings."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from .settings import Settings, settings_env
+
+
+def start_processor(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``scolaflux process`` as a child with the same settings; its output goes to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "scolaflux.infra.cli", "process"],
+            env={**os.environ, **settings_env(settings)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    """Stop a child: SIGTERM (a faust worker shuts down cleanly on it), SIGKILL after ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
