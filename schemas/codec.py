@@ -62,7 +62,8 @@ class Codec:
         body = io.BytesIO(data[HEADER_SIZE:])
         try:
             record = schemaless_reader(body, writer, self._reader)
-        except (EOFError, StopIteration, IndexError, ValueError, UnicodeDecodeError, TypeError) as exc:
+        except (EOFError, StopIteration, IndexError, ValueError, TypeError, OverflowError) as exc:
+            # OverflowError: a corrupt date or timestamp beyond what Python's datetime can hold.
             raise DecodeError(f"truncated or corrupt {self.name} datum: {type(exc).__name__}") from exc
         if body.tell() != len(data) - HEADER_SIZE:
             raise DecodeError(f"{len(data) - HEADER_SIZE - body.tell()} trailing bytes after the {self.name} datum")

@@ -1,7 +1,8 @@
 """Identifier rules: UAI (school), INE (pupil), INSEE commune code.
 
 Pure functions. Each validator returns the normalised value or raises ``ValueError`` with a
-message that names the rule broken (never the full pupil identifier).
+message that names the rule broken. A message never echoes a value of the wrong shape: a pupil's
+INE or name that slipped into the wrong column must not reach a log or a dead-letter header.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ def uai_check_letter(first7: str) -> str:
 def normalise_uai(value: str) -> str:
     """Upper-case and strip a UAI (RNE), then check its format and check letter."""
     uai = value.strip().upper()
-    if not _UAI.match(uai):
-        raise ValueError(f"UAI {value!r} must be 7 digits and a letter")
+    if not _UAI.fullmatch(uai):
+        raise ValueError(f"UAI must be 7 digits and a letter (got {len(uai)} characters)")
     expected = uai_check_letter(uai[:7])
     if uai[7] != expected:
         raise ValueError(f"UAI {value!r} has check letter {uai[7]}, expected {expected}")
@@ -40,7 +41,7 @@ def ine_format(value: str) -> str:
     No public rule for the INE check character is known: only the format is checked.
     """
     for name, pattern in _INE_FORMATS.items():
-        if pattern.match(value):
+        if pattern.fullmatch(value):
             return name
     raise ValueError("INE must be 11 characters in the RNIE, BEA or apprentice format")
 
@@ -55,6 +56,6 @@ def normalise_ine(value: str) -> str:
 def normalise_commune(value: str) -> str:
     """Upper-case and strip an INSEE commune code (COG), then check its format."""
     code = value.strip().upper()
-    if not _COMMUNE.match(code):
-        raise ValueError(f"commune code {value!r} must be 5 characters (2A/2B for Corsica)")
+    if not _COMMUNE.fullmatch(code):
+        raise ValueError(f"commune code must be 5 characters, digits or 2A/2B for Corsica (got {len(code)})")
     return code
