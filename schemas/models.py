@@ -25,6 +25,8 @@ LYCEE_LEVELS = ("2nde", "1re", "Tle")
 LEVELS = FIRST_DEGREE_LEVELS + COLLEGE_LEVELS + LYCEE_LEVELS
 Level = Literal["PS", "MS", "GS", "CP", "CE1", "CE2", "CM1", "CM2", "6e", "5e", "4e", "3e", "2nde", "1re", "Tle"]
 Track = Literal["GT", "PRO", "CAP"]
+Boarding = Literal["day", "half_board", "boarder"]
+"""Régime: externe, demi-pensionnaire (school lunch, run by the authority that runs the school), interne."""
 
 EARLIEST_DATE = dt.date(1990, 1, 1)
 LATEST_DATE = dt.date(2100, 12, 31)
@@ -81,6 +83,7 @@ class Enrolment(_Model):
     track: Track | None = None
     entry_date: SaneDate
     origin_school: UAI | None = None
+    boarding: Boarding | None = None  # since event schema v2; None when the source does not say
 
 
 class Transfer(_Model):
