@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 from scolaflux.infra.broker import EmbeddedBroker
 from scolaflux.infra.kafka import TopicSpec, ensure_topics, make_consumer, pipeline_topics
 from scolaflux.infra.processes import start_processor, stop_process
@@ -19,6 +20,13 @@ from scolaflux.infra.settings import Settings
 from scolaflux.schemas.models import Event
 
 T = TypeVar("T")
+
+# Property-based tests: "ci" (the default) keeps them to seconds; `pytest --hypothesis-profile=deep`
+# searches longer. No deadline: a slow example on a loaded machine is not a failure (a hang is,
+# through pytest-timeout).
+hypothesis_settings.register_profile("ci", max_examples=150, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("deep", max_examples=5000, deadline=None, print_blob=True)
+hypothesis_settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
