@@ -34,6 +34,17 @@ class Settings(BaseSettings):
         description="Master key from which each convention's pseudonymisation secret is derived.",
     )
     conventions_dir: Path = Path("conventions")
+    view_credentials: Path | None = Field(
+        default=None,
+        description="JSON file of the views' hashed per-authority tokens; unset: DATA_DIR/view-credentials.json.",
+    )
+    view_port: int = Field(default=8040, ge=0, description="Port of the views' HTTP API and web page.")
+    lost_pupil_days: int = Field(
+        default=30, ge=1, description="Days after a departure with no known destination before the commune is alerted."
+    )
+    view_retention_days: int | None = Field(
+        default=None, ge=1, description="Retention of view rows when the convention sets none; unset: kept."
+    )
     metrics_port: int = Field(default=0, ge=0, description="Port of /metrics; 0 picks a free one.")
     processor_workers: int = Field(default=1, ge=1)
     hardwired_authorities: tuple[str, ...] = Field(
