@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         description="Master key from which each convention's pseudonymisation secret is derived.",
     )
     conventions_dir: Path = Path("conventions")
+    ingest_sources: Path = Field(
+        default=Path("ingest-sources.yaml"),
+        description="The ingest endpoint's sources: id, académie, systems and token SHA-256 of each.",
+    )
     view_credentials: Path | None = Field(
         default=None,
         description="JSON file of the views' hashed per-authority tokens; unset: DATA_DIR/view-credentials.json.",
