@@ -1,69 +1,111 @@
-"""The thin Kafka adapter of a view: read its delivery topic, apply batches with their offsets.
+"""The thin Kafka adapter of a view: read its delivery topics, apply batches with their offsets.
 
-The view assigns itself every partition of its topic (no group join to wait for) and resumes from
-the offsets stored with the view. It also commits them to Kafka under its group id, for lag
-monitoring only: the database is the source of truth.
+The maintainer assigns itself every partition of each of its authority's delivery topics (one per
+convention; no group join to wait for) and resumes from the offsets stored with the view. It also
+commits them to Kafka under its group id, for lag monitoring only: the database is the source of
+truth. Retention runs at start and then every ``retention_interval`` seconds.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from sqlalchemy import Engine
 
 from ..infra.kafka import make_consumer
+from ..infra.metrics import Metrics
 from ..infra.settings import Settings
-from .store import Record, View, apply_batch, load_offsets
+from .ledger import apply_retention
+from .store import BatchOutcome, Record, View, apply_batch, load_offsets
 
 log = logging.getLogger(__name__)
 
 
-def assign_all(consumer: KafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
-    """Assign every partition of ``topic`` to ``consumer`` (waiting for the topic to exist)."""
+def assign_all(consumer: KafkaConsumer, topic: str | Sequence[str], timeout: float = 30.0) -> list[TopicPartition]:
+    """Assign every partition of the topic(s) to ``consumer`` (waiting for each topic to exist)."""
+    topics = [topic] if isinstance(topic, str) else list(topic)
     deadline = time.monotonic() + timeout
-    while (partitions := consumer.partitions_for_topic(topic)) is None:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"topic {topic} not found within {timeout:.0f}s")
-        consumer.topics()  # refresh metadata
-        time.sleep(0.2)
-    assigned = [TopicPartition(topic, p) for p in sorted(partitions)]
+    assigned: list[TopicPartition] = []
+    for name in topics:
+        while (partitions := consumer.partitions_for_topic(name)) is None:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"topic {name} not found within {timeout:.0f}s")
+            consumer.topics()  # refresh metadata
+            time.sleep(0.2)
+        assigned.extend(TopicPartition(name, p) for p in sorted(partitions))
     consumer.assign(assigned)
     return assigned
 
 
 class ViewMaintainer:
-    """Keeps one view up to date from one delivery topic."""
+    """Keeps one authority's view up to date from its delivery topics (one per convention)."""
 
-    def __init__(self, settings: Settings, topic: str, view: View, engine: Engine, group_id: str | None = None) -> None:
-        self.topic, self.view, self.engine = topic, view, engine
-        self.group_id = group_id or f"{settings.topic_prefix}-view-{topic}"
-        self.settings = settings
+    def __init__(
+        self,
+        settings: Settings,
+        topics: str | Sequence[str],
+        view: View,
+        engine: Engine,
+        group_id: str | None = None,
+        metrics: Metrics | None = None,
+        retention_days: dict[str | None, int] | None = None,
+        retention_interval: float = 3600.0,
+    ) -> None:
+        self.topics = [topics] if isinstance(topics, str) else list(topics)
+        self.topic = self.topics[0]
+        self.view, self.engine, self.settings, self.metrics = view, engine, settings, metrics
+        self.group_id = group_id or f"{settings.topic_prefix}-view-{view.name}"
+        self.retention_days = retention_days or {}
+        self.retention_interval = retention_interval
         self.applied = 0
+        self.duplicates = 0
         self.rejected = 0
+        self._next_retention = 0.0
         view.create(engine)
 
     def run(self, stop: threading.Event, on_batch: Callable[[int, int], None] | None = None) -> None:
         """Apply deliveries until ``stop`` is set."""
-        consumer = make_consumer(self.settings, self.group_id)
+        consumer = self._consumer()
         try:
-            partitions = assign_all(consumer, self.topic)
-            stored = load_offsets(self.engine, self.topic)
-            for tp in partitions:
-                if tp.partition in stored:
-                    consumer.seek(tp, stored[tp.partition])
-                else:
-                    consumer.seek_to_beginning(tp)
             while not stop.is_set():
                 self.poll_once(consumer, on_batch)
         finally:
             consumer.close(autocommit=False)
 
+    def catch_up(self, timeout: float = 300.0) -> int:
+        """Apply everything the topics hold now, then return how many deliveries were applied (rebuilds)."""
+        consumer = self._consumer()
+        try:
+            partitions = list(consumer.assignment())
+            ends = consumer.end_offsets(partitions)
+            deadline = time.monotonic() + timeout
+            while any(consumer.position(tp) < end for tp, end in ends.items()):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"view not caught up within {timeout:.0f}s")
+                self.poll_once(consumer)
+            return self.applied
+        finally:
+            consumer.close(autocommit=False)
+
+    def _consumer(self) -> KafkaConsumer:
+        consumer = make_consumer(self.settings, self.group_id)
+        partitions = assign_all(consumer, self.topics)
+        stored = {topic: load_offsets(self.engine, topic) for topic in self.topics}
+        for tp in partitions:
+            if tp.partition in stored[tp.topic]:
+                consumer.seek(tp, stored[tp.topic][tp.partition])
+            else:
+                consumer.seek_to_beginning(tp)
+        return consumer
+
     def poll_once(self, consumer: KafkaConsumer, on_batch: Callable[[int, int], None] | None = None) -> int:
         """Read one batch and apply it; returns how many records it held."""
+        self.apply_retention_if_due()
         polled = consumer.poll(timeout_ms=200)
         records = [
             Record(m.topic, m.partition, m.offset, m.value, list(m.headers or []))
@@ -72,9 +114,8 @@ class ViewMaintainer:
         ]
         if not records:
             return 0
-        applied, rejected = apply_batch(self.engine, records, self.view)
-        self.applied += applied
-        self.rejected += rejected
+        outcome = apply_batch(self.engine, records, self.view)
+        self._account(outcome)
         consumer.commit(
             {
                 TopicPartition(m[-1].topic, m[-1].partition): OffsetAndMetadata(m[-1].offset + 1, "", -1)
@@ -82,5 +123,36 @@ class ViewMaintainer:
             }
         )
         if on_batch:
-            on_batch(applied, rejected)
+            on_batch(len(outcome.applied), len(outcome.rejected))
         return len(records)
+
+    def _account(self, outcome: BatchOutcome) -> None:
+        self.applied += len(outcome.applied)
+        self.duplicates += outcome.duplicates
+        self.rejected += len(outcome.rejected)
+        for _record, category, reason in outcome.rejected:
+            log.warning("view %s set a delivery aside (%s): %s", self.view.name, category, reason)
+        if self.metrics is None:
+            return
+        latencies = [(outcome.applied_at - item.recorded_at).total_seconds() for item in outcome.applied]
+        self.metrics.view_applied(self.view.name, len(outcome.applied), latencies)
+        for _record, category, _reason in outcome.rejected:
+            self.metrics.rejected("view", category)
+
+    def apply_retention_if_due(self, now: dt.datetime | None = None) -> int:
+        """Delete expired rows when the interval has passed; returns how many were deleted."""
+        if not self.retention_days or time.monotonic() < self._next_retention:
+            return 0
+        self._next_retention = time.monotonic() + self.retention_interval
+        return run_retention(self.engine, self.retention_days, now)
+
+
+def run_retention(engine: Engine, retention_days: dict[str | None, int], now: dt.datetime | None = None) -> int:
+    """Delete rows older than each convention's retention (key ``None``: the default), counted."""
+    moment = now or dt.datetime.now(dt.UTC)
+    cutoffs = {convention: moment - dt.timedelta(days=days) for convention, days in retention_days.items()}
+    with engine.begin() as conn:
+        deleted = apply_retention(conn, cutoffs)
+    if deleted:
+        log.info("retention deleted %d expired rows", deleted)
+    return deleted

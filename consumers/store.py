@@ -1,14 +1,20 @@
 """The views' database (SQLAlchemy): SQLite by default, PostgreSQL when given a URL.
 
-Every batch of deliveries is applied in one transaction together with the offsets it reaches, so
-a crash at any point neither loses nor doubles a delivery: on restart the view resumes from the
-offsets it committed with its last change.
+Every batch of deliveries is applied in one transaction together with the offsets it reaches and
+the ids of the deliveries it applied, so a crash at any point (a kill -9 between any two
+statements) neither loses nor doubles a delivery: on restart the view resumes from the offsets it
+committed with its last change, and a delivery seen twice (a producer retry, a processor replay)
+is recognised by its id and changes nothing.
+
+Storage layout: with SQLite, one file per authority (``DATA_DIR/views/view-commune-69123.sqlite``);
+with PostgreSQL, one schema per authority in the given database (``<topic_prefix>_commune_69123``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +22,7 @@ from sqlalchemy import (
     JSON,
     Column,
     Connection,
+    DateTime,
     Engine,
     Integer,
     LargeBinary,
@@ -23,14 +30,20 @@ from sqlalchemy import (
     String,
     Table,
     create_engine,
+    delete,
     event,
     insert,
     select,
+    text,
+    update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..schemas.errors import RejectedInput
+from .authority import Authority
 
 metadata = MetaData()
+"""The bookkeeping tables every view has (offsets, applied deliveries, set-aside records)."""
 
 applied_offsets = Table(
     "applied_offsets",
@@ -40,45 +53,53 @@ applied_offsets = Table(
     Column("next_offset", Integer, nullable=False),
 )
 
+applied_deliveries = Table(
+    "applied_deliveries",
+    metadata,
+    Column("delivery_id", String(36), primary_key=True),
+    Column("convention_id", String(100), nullable=False),
+    Column("topic", String(255), nullable=False),
+    Column("partition", Integer, nullable=False),
+    Column("offset", Integer, nullable=False),
+    Column("event_time", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
 rejected_deliveries = Table(
     "rejected_deliveries",
     metadata,
     Column("topic", String(255), primary_key=True),
     Column("partition", Integer, primary_key=True),
     Column("offset", Integer, primary_key=True),
+    Column("category", String(20), nullable=False),
     Column("reason", String(500), nullable=False),
     Column("raw", LargeBinary, nullable=False),
     Column("headers", JSON, nullable=True),
+    Column("rejected_at", DateTime(timezone=True), nullable=False),
 )
 
+view_info = Table(
+    "view_info",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", String(255), nullable=False),
+)
 
-def view_url(database_url: str | None, data_dir: Path, authority: str) -> str:
-    """The database URL of one authority's view: the given URL, or a SQLite file of its own."""
-    if database_url:
-        return database_url
-    data_dir.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data_dir / f'view-{authority}.sqlite'}"
+view_counters = Table(
+    "view_counters",
+    metadata,
+    Column("name", String(50), primary_key=True),
+    Column("value", Integer, nullable=False),
+)
+
+BOOKKEEPING_TIMES = {"applied_deliveries": ("applied_at",), "rejected_deliveries": ("rejected_at",)}
+"""Columns that hold wall-clock times of this run (left out when two runs are compared)."""
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and synchronous=FULL so a commit survives a kill -9."""
-    engine = create_engine(url, future=True)
-    if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.close()
-            dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself (pysqlite quirk)
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Connection) -> None:
-            conn.exec_driver_sql("BEGIN")
-
-    metadata.create_all(engine)
-    return engine
+class ViewMismatch(RuntimeError):
+    """A database that holds another authority's view."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,19 +113,116 @@ class Record:
     headers: list[tuple[str, bytes]]
 
 
+class Parsed(Protocol):
+    """What a view's ``parse`` returns: at least the delivery's id and its times."""
+
+    delivery_id: str
+    convention_id: str
+    event_time: dt.datetime
+    recorded_at: dt.datetime
+    delivered_at: dt.datetime
+
+
 class View(Protocol):
     """A view: parses records (pure; raises ``RejectedInput`` to set one aside) and applies them."""
 
     name: str
+    tables: Sequence[Table]
 
     def create(self, engine: Engine) -> None:
         """Create the view's tables if they do not exist."""
 
-    def parse(self, record: Record) -> Any:
+    def parse(self, record: Record) -> Parsed:
         """The item to apply for one record, or raise ``RejectedInput``."""
 
     def apply(self, conn: Connection, items: list[Any]) -> None:
-        """Apply parsed items, in order, inside the open transaction; applying one twice changes nothing."""
+        """Apply parsed items, in order, inside the open transaction."""
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did: the items applied, duplicates skipped, records set aside."""
+
+    applied: list[Any] = field(default_factory=list)
+    duplicates: int = 0
+    rejected: list[tuple[Record, str, str]] = field(default_factory=list)
+    applied_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+
+def view_url(database_url: str | None, data_dir: Path, authority: str) -> str:
+    """The database URL of one authority's view: the given URL, or a SQLite file of its own."""
+    if database_url:
+        return database_url
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data_dir / f'view-{authority}.sqlite'}"
+
+
+def make_engine(url: str, schema: str | None = None) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and synchronous=FULL so a commit survives a kill -9.
+
+    With ``schema`` (PostgreSQL), the view's tables live in that schema, created if missing.
+    """
+    engine = create_engine(url, future=True, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        _sqlite_pragmas(engine)
+    if schema and engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+        engine = engine.execution_options(schema_translate_map={None: schema})
+    metadata.create_all(engine)
+    return engine
+
+
+def _sqlite_pragmas(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA busy_timeout=10000")
+        cursor.close()
+        dbapi_connection.isolation_level = None  # let SQLAlchemy emit BEGIN itself (pysqlite quirk)
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN")
+
+
+def open_view_engine(database_url: str | None, data_dir: Path, authority: Authority, schema_prefix: str) -> Engine:
+    """The engine of one authority's view: its own SQLite file, or its own schema in PostgreSQL."""
+    url = view_url(database_url, data_dir, authority.slug)
+    return make_engine(url, authority.schema(schema_prefix))
+
+
+def claim_view(engine: Engine, authority: Authority | None) -> None:
+    """Record which authority the view belongs to; refuse a database holding another one's view."""
+    if authority is None:
+        return
+    with engine.begin() as conn:
+        owner = conn.execute(select(view_info.c.value).where(view_info.c.name == "authority")).scalar()
+        if owner is None:
+            conn.execute(insert(view_info).values(name="authority", value=str(authority)))
+        elif owner != str(authority):
+            raise ViewMismatch(f"this database holds the view of {owner}, not of {authority}")
+
+
+def upsert(conn: Connection, table: Table, row: dict[str, Any], keys: Sequence[str], **set_: Any) -> None:
+    """Insert ``row``, or on a key conflict update the ``set_`` columns (nothing when empty)."""
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}[conn.dialect.name]
+    statement = dialect.insert(table).values(**row)
+    if set_:
+        statement = statement.on_conflict_do_update(index_elements=list(keys), set_=set_)
+    else:
+        statement = statement.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(statement)
+
+
+def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
+    """Insert many rows; a row whose key is already there is left as it is."""
+    if not rows:
+        return
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}[conn.dialect.name]
+    conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)), rows)
 
 
 def load_offsets(engine: Engine, topic: str) -> dict[int, int]:
@@ -114,46 +232,158 @@ def load_offsets(engine: Engine, topic: str) -> dict[int, int]:
         return {row.partition: row.next_offset for row in rows}
 
 
-def apply_batch(engine: Engine, records: Iterable[Record], view: View) -> tuple[int, int]:
-    """Apply records and the offsets they reach in one transaction; returns (applied, set aside)."""
-    items: list[Any] = []
-    rejects: list[tuple[Record, str]] = []
+def apply_batch(engine: Engine, records: Iterable[Record], view: View) -> BatchOutcome:
+    """Apply records, their ids and the offsets they reach in one transaction.
+
+    Records the view cannot parse are set aside with their reason (the offset still advances);
+    deliveries already applied, earlier or in this batch, are skipped.
+    """
+    outcome = BatchOutcome()
+    parsed: list[tuple[Record, Any]] = []
     reached: dict[tuple[str, int], int] = {}
     for record in records:
         try:
-            items.append(view.parse(record))
+            parsed.append((record, view.parse(record)))
         except RejectedInput as error:
-            rejects.append((record, str(error)))
+            outcome.rejected.append((record, error.reason, str(error)))
         reached[(record.topic, record.partition)] = record.offset + 1
     with engine.begin() as conn:
-        if items:
-            view.apply(conn, items)
-        for record, reason in rejects:
-            _set_aside(conn, record, reason)
+        fresh = _first_sightings(conn, parsed)
+        outcome.duplicates = len(parsed) - len(fresh)
+        outcome.applied = [item for _, item in fresh]
+        if fresh:
+            view.apply(conn, outcome.applied)
+            _remember(conn, fresh, outcome.applied_at)
+        for record, category, reason in outcome.rejected:
+            _set_aside(conn, record, category, reason, outcome.applied_at)
+        if outcome.rejected:
+            add_to_counter(conn, "rejected", len(outcome.rejected))
         _save_offsets(conn, reached)
-    return len(items), len(rejects)
+    return outcome
 
 
-def _set_aside(conn: Connection, record: Record, reason: str) -> None:
-    headers = {k: v.decode(errors="replace") for k, v in record.headers}
-    conn.execute(
-        insert(rejected_deliveries).values(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            reason=reason[:500],
-            raw=record.value,
-            headers=headers,
+def _first_sightings(conn: Connection, parsed: list[tuple[Record, Any]]) -> list[tuple[Record, Any]]:
+    ids = list({item.delivery_id for _, item in parsed})
+    seen: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        seen.update(
+            conn.execute(
+                select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id.in_(chunk))
+            ).scalars()
         )
+    fresh = []
+    for record, item in parsed:
+        if item.delivery_id not in seen:
+            seen.add(item.delivery_id)
+            fresh.append((record, item))
+    return fresh
+
+
+def _remember(conn: Connection, applied: list[tuple[Record, Any]], applied_at: dt.datetime) -> None:
+    conn.execute(
+        insert(applied_deliveries),
+        [
+            {
+                "delivery_id": item.delivery_id,
+                "convention_id": item.convention_id,
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "event_time": item.event_time,
+                "recorded_at": item.recorded_at,
+                "delivered_at": item.delivered_at,
+                "applied_at": applied_at,
+            }
+            for record, item in applied
+        ],
     )
+
+
+def _set_aside(conn: Connection, record: Record, category: str, reason: str, now: dt.datetime) -> None:
+    headers = {k: v.decode(errors="replace") for k, v in record.headers}
+    row = {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "category": category,
+        "reason": reason[:500],
+        "raw": record.value,
+        "headers": headers,
+        "rejected_at": now,
+    }
+    upsert(conn, rejected_deliveries, row, ("topic", "partition", "offset"))
 
 
 def _save_offsets(conn: Connection, reached: dict[tuple[str, int], int]) -> None:
     for (topic, partition), next_offset in reached.items():
-        updated = conn.execute(
-            applied_offsets.update()
-            .where(applied_offsets.c.topic == topic, applied_offsets.c.partition == partition)
-            .values(next_offset=next_offset)
+        upsert(
+            conn,
+            applied_offsets,
+            {"topic": topic, "partition": partition, "next_offset": next_offset},
+            ("topic", "partition"),
+            next_offset=next_offset,
         )
-        if updated.rowcount == 0:
-            conn.execute(insert(applied_offsets).values(topic=topic, partition=partition, next_offset=next_offset))
+
+
+def add_to_counter(conn: Connection, name: str, amount: int) -> None:
+    """Add ``amount`` to a named counter of the view (e.g. rows deleted by retention)."""
+    updated = conn.execute(
+        update(view_counters).where(view_counters.c.name == name).values(value=view_counters.c.value + amount)
+    )
+    if updated.rowcount == 0:
+        conn.execute(insert(view_counters).values(name=name, value=amount))
+
+
+def counters(conn: Connection) -> dict[str, int]:
+    """The view's counters: ``rejected`` (records set aside), ``retention_deleted`` (rows expired)."""
+    return {row.name: row.value for row in conn.execute(select(view_counters))}
+
+
+def freshness(conn: Connection) -> dict[str, Any]:
+    """When the view last applied a delivery, and the newest event time it holds."""
+    from sqlalchemy import func
+
+    row = conn.execute(
+        select(
+            func.max(applied_deliveries.c.applied_at),
+            func.max(applied_deliveries.c.event_time),
+            func.count(),
+        )
+    ).one()
+    return {"last_applied_at": row[0], "newest_event_time": row[1], "deliveries_applied": row[2]}
+
+
+def rejected(conn: Connection, limit: int = 100) -> list[dict[str, Any]]:
+    """The records set aside, newest first, without their raw bytes."""
+    columns = [c for c in rejected_deliveries.c if c.name != "raw"]
+    query = select(*columns).order_by(rejected_deliveries.c.rejected_at.desc()).limit(limit)
+    return [dict(row._mapping) for row in conn.execute(query)]
+
+
+def reset_view(engine: Engine, view: View) -> None:
+    """Drop every table of the view and its bookkeeping, then create them empty (for a rebuild)."""
+    with engine.begin() as conn:
+        for table in [*view.tables, applied_offsets, applied_deliveries, rejected_deliveries, view_counters]:
+            conn.execute(delete(table))  # view_info is kept: the view still belongs to the same authority
+
+
+def snapshot(engine: Engine, tables: Sequence[Table]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of ``tables`` (wall-clock bookkeeping columns left out), sorted: to compare two runs."""
+    dump: dict[str, list[tuple[Any, ...]]] = {}
+    with engine.connect() as conn:
+        for table in tables:
+            skip = BOOKKEEPING_TIMES.get(table.name, ())
+            columns = [c for c in table.c if c.name not in skip]
+            rows = conn.execute(select(*columns)).all()
+            dump[table.name] = sorted((tuple(_plain(v) for v in row) for row in rows), key=repr)
+    return dump
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+BOOKKEEPING_TABLES = (applied_offsets, applied_deliveries, rejected_deliveries, view_counters)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from ..consumers import cli as consumers_cli
 from ..processors import cli as processors_cli
 from ..producers import cli as producers_cli
 from . import demo
@@ -11,6 +12,7 @@ from . import demo
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 processors_cli.register(app)
 producers_cli.register(app)
+consumers_cli.register(app)
 demo.register(app)
 
 
