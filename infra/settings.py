@@ -90,6 +90,15 @@ class Settings(BaseSettings):
         """The delivery topic of one convention (one topic each, so a cluster can put an ACL on it)."""
         return f"{self.topic_prefix}.delivery.{convention_id}"
 
+    @property
+    def processor_group_id(self) -> str:
+        """The processors' consumer group (the faust app id); the monitor watches its lag."""
+        return f"{self.topic_prefix}-processor"
+
+    def view_group_id(self, authority: str) -> str:
+        """The group under which an authority's view commits its offsets (for lag monitoring only)."""
+        return f"{self.topic_prefix}-view-{authority}"
+
 
 def settings_env(settings: Settings) -> dict[str, str]:
     """The ``SCOLAFLUX_*`` environment that gives a child process the same settings."""
