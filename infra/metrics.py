@@ -44,23 +44,22 @@ class Metrics:
 
     Every process builds one and serves it on ``/metrics`` (``infra.health.serve``). The monitor
     (``scolaflux monitor``) sets the lag, freshness and verdict gauges; the others count what they do
-    through the methods, which also guard label values (``safe_label``). The metric objects stay
-    public (``events_consumed``, ``rejects``, ``view_applied``…) for code written against them.
+    through the methods, which also guard label values (``safe_label``).
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.events_consumed = Counter(
+        self._consumed = Counter(
             "scolaflux_events_consumed_total", "Records read from Kafka, by topic.", ["topic"], registry=r
         )
-        self.events_produced = Counter(
+        self._produced = Counter(
             "scolaflux_events_produced_total",
             "Source events written to Kafka, by topic and event type.",
             ["topic", "event_type"],
             registry=r,
         )
-        self.rejects = Counter(
+        self._rejects = Counter(
             "scolaflux_rejects_total",
             "Records rejected, by stage (producer, processor, view) and reason category.",
             ["stage", "reason"],
@@ -72,16 +71,16 @@ class Metrics:
             ["reason"],
             registry=r,
         )
-        self.deliveries = Counter(
+        self._deliveries = Counter(
             "scolaflux_deliveries_total", "Deliveries written, by convention.", ["convention"], registry=r
         )
-        self.view_applied = Counter(
+        self._applied = Counter(
             "scolaflux_view_deliveries_applied_total",
             "Deliveries applied to an authority's view.",
             ["authority"],
             registry=r,
         )
-        self.end_to_end = Histogram(
+        self._end_to_end = Histogram(
             "scolaflux_end_to_end_latency_seconds",
             "From when the source recorded the event (recorded_at) to the view update that applies it.",
             ["authority"],
@@ -124,17 +123,17 @@ class Metrics:
 
     # -- counters the pipeline calls --------------------------------------------------------
 
-    def consumed(self, topic: str, n: int = 1) -> None:
+    def event_consumed(self, topic: str, n: int = 1) -> None:
         """``n`` records read from ``topic``."""
-        self.events_consumed.labels(safe_label(topic)).inc(n)
+        self._consumed.labels(safe_label(topic)).inc(n)
 
-    def produced(self, topic: str, event_type: str, n: int = 1) -> None:
+    def event_produced(self, topic: str, event_type: str, n: int = 1) -> None:
         """``n`` source events of ``event_type`` written to ``topic``."""
-        self.events_produced.labels(safe_label(topic), safe_label(event_type)).inc(n)
+        self._produced.labels(safe_label(topic), safe_label(event_type)).inc(n)
 
     def rejected(self, stage: str, reason: str, n: int = 1) -> None:
         """``n`` records rejected at ``stage`` for ``reason`` (a category such as decode, invalid)."""
-        self.rejects.labels(safe_label(stage), safe_label(reason)).inc(n)
+        self._rejects.labels(safe_label(stage), safe_label(reason)).inc(n)
 
     def dead_lettered(self, stage: str, reason: str, n: int = 1) -> None:
         """``n`` records rejected at ``stage`` and written to the dead-letter topic."""
@@ -143,13 +142,13 @@ class Metrics:
 
     def delivered(self, convention: str, n: int = 1) -> None:
         """``n`` deliveries written under ``convention``."""
-        self.deliveries.labels(safe_label(convention)).inc(n)
+        self._deliveries.labels(safe_label(convention)).inc(n)
 
-    def applied(self, authority: str, n: int, latencies_seconds: Iterable[float] = ()) -> None:
+    def view_applied(self, authority: str, n: int, latencies_seconds: Iterable[float] = ()) -> None:
         """``n`` deliveries applied to ``authority``'s view; one end-to-end latency per delivery."""
         label = safe_label(authority)
-        self.view_applied.labels(label).inc(n)
-        histogram = self.end_to_end.labels(label)
+        self._applied.labels(label).inc(n)
+        histogram = self._end_to_end.labels(label)
         for latency in latencies_seconds:
             histogram.observe(max(latency, 0.0))
         self._view_updated.labels(label).set(time.time())
