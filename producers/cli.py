@@ -265,7 +265,7 @@ def ingest_token(
 
     token = new_token()
     typer.echo(f"token (give it to the source; it is not stored): {token}")
-    entry = f"  - id: {source}\n    academy: '{academy}'\n    token_sha256: {token_digest(token)}"
+    entry = f"  - id: {source}\n    academy: '{academy}'\n    token_sha256: '{token_digest(token)}'"
     typer.echo(f"sources-file entry:\n{entry}")
 
 

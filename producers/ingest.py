@@ -66,7 +66,8 @@ class SourceSpec(BaseModel):
 
 
 class SourcesFile(BaseModel):
-    """The sources file: ``sources: [{id, academy, systems, token_sha256}, ...]``."""
+    """The sources file: ``sources: [{id, academy, systems, token_sha256}, ...]`` (quote the
+    académie code and the digest: YAML would read ``01`` or an all-digit digest as numbers)."""
 
     model_config = ConfigDict(extra="forbid")
 

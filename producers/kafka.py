@@ -154,8 +154,14 @@ class EventProducer:
             raise DeliveryFailed(f"{len(failures)} events refused by the broker; first: {failures[0]}")
 
     def close(self) -> None:
-        """Flush (the producer needs no other closing)."""
-        self.flush()
+        """Flush, then release the client; what could not be flushed is dropped (and raised)."""
+        try:
+            self.flush()
+        except DeliveryFailed:
+            self._producer.purge()
+            raise
+        finally:
+            self._producer.close()
 
     def __enter__(self) -> EventProducer:
         return self
