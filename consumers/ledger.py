@@ -418,7 +418,7 @@ def apply_retention(conn: Connection, cutoffs: dict[str | None, dt.datetime]) ->
         if expired is None:
             continue
         if table is movements:
-            touched.update(conn.execute(select(table.c.convention_id, table.c.subject).where(expired)).tuples())
+            touched.update(conn.execute(select(table.c.convention_id, table.c.subject).where(expired)))
         deleted += conn.execute(delete(table).where(expired)).rowcount
     bookkeeping = _expired(applied_deliveries, cutoffs)
     if bookkeeping is not None:

@@ -127,7 +127,7 @@ def _with_school_name(row: dict[str, Any], names: Callable[[str], str | None]) -
 
 def summary(conn: Connection, authority: Authority, options: ReadOptions) -> dict[str, Any]:
     """The key figures of a view and a chart's data: what the web page shows and refreshes."""
-    kinds = dict(conn.execute(select(movements.c.kind, func.count()).group_by(movements.c.kind)).tuples().all())
+    kinds = dict(conn.execute(select(movements.c.kind, func.count()).group_by(movements.c.kind)).all())
     figures: dict[str, Any] = {"arrivals": kinds.get("arrival", 0), "departures": kinds.get("departure", 0)}
     if authority.level == "commune":
         children = commune.instruction_list(conn, authority.code, options.as_of)
