@@ -130,7 +130,7 @@ def check_schema(name: str, avro_dir: Path = AVRO_DIR, samples: int = SAMPLES) -
     current = load_schema(current_path)
     versions = history(name, avro_dir)
     if not versions:
-        return [f"{current_path.name}: no history; freeze it as history/{name}.v1.avsc"]
+        return [f"{current_path.name}: no history; freeze it as history/{name}.v1.avsc (see history/README.md)"]
     problems = []
     numbers = [v.number for v in versions]
     if numbers != list(range(1, len(versions) + 1)):
@@ -139,7 +139,7 @@ def check_schema(name: str, avro_dir: Path = AVRO_DIR, samples: int = SAMPLES) -
     if _without_docs(newest.schema) != _without_docs(current):
         problems.append(
             f"{current_path.name} differs from history/{newest.path.name}: "
-            f"freeze the new version as history/{name}.v{newest.number + 1}.avsc"
+            f"freeze the new version as history/{name}.v{newest.number + 1}.avsc (see history/README.md)"
         )
     for old in versions:
         for problem in compatibility_problems(current, old.schema, samples):

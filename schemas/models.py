@@ -184,6 +184,16 @@ class Event(_Model):
             raise ValueError(f"payload does not match event_type {self.event_type.value}")
         return self
 
+    @model_validator(mode="after")
+    def _nothing_before_birth(self) -> Event:
+        """Impossible dates: nothing happens at school to a pupil not yet born (no value in the message)."""
+        dates = {"event_time": self.event_time.date()}
+        dates |= {f"payload.{n}": getattr(self.payload, n, None) for n in ("entry_date", "exit_date", "date")}
+        for name, day in dates.items():
+            if day is not None and day < self.pupil.birth_date:
+                raise ValueError(f"{name} is before pupil.birth_date")
+        return self
+
     @classmethod
     def from_avro(cls, record: dict[str, Any]) -> Event:
         """Validate a record as the codec decoded it."""

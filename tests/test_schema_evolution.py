@@ -163,6 +163,7 @@ def test_a_changed_schema_must_be_frozen_as_a_new_version(avro_dir: Path) -> Non
     (avro_dir / "thing.avsc").write_text(json.dumps(changed))
     assert check_schema("thing", avro_dir, samples=5) == [
         "thing.avsc differs from history/thing.v1.avsc: freeze the new version as history/thing.v2.avsc"
+        " (see history/README.md)"
     ]
     documented = {**record(A), "doc": "Documentation may change within a version."}
     (avro_dir / "thing.avsc").write_text(json.dumps(documented))
@@ -171,7 +172,8 @@ def test_a_changed_schema_must_be_frozen_as_a_new_version(avro_dir: Path) -> Non
 
 def test_a_schema_without_history_or_with_a_gap_is_refused(avro_dir: Path) -> None:
     (avro_dir / "thing.avsc").write_text(json.dumps(record(A)))
-    assert check_schema("thing", avro_dir) == ["thing.avsc: no history; freeze it as history/thing.v1.avsc"]
+    expected = "thing.avsc: no history; freeze it as history/thing.v1.avsc (see history/README.md)"
+    assert check_schema("thing", avro_dir) == [expected]
     write_versions(avro_dir, "thing", record(A), record(A))
     (avro_dir / "history" / "thing.v1.avsc").rename(avro_dir / "history" / "thing.v3.avsc")
     assert any("not numbered 1..2 without a gap" in p for p in check_schema("thing", avro_dir, samples=5))
@@ -188,9 +190,11 @@ def test_the_shipped_history_breaks_the_check_when_it_is_not_kept(tmp_path: Path
     shipped = tmp_path / "avro"
     shutil.copytree(AVRO_DIR, shipped)
     (shipped / "history" / "event.v2.avsc").unlink()
-    problems = check_all(shipped, samples=20)
-    expected = "event.avsc differs from history/event.v1.avsc: freeze the new version as history/event.v2.avsc"
-    assert problems == [expected]
+    problems = check_schema("event", shipped, samples=20)
+    assert problems == [
+        "event.avsc differs from history/event.v1.avsc: freeze the new version as history/event.v2.avsc"
+        " (see history/README.md)"
+    ]
 
 
 # --- the real evolution: Enrolment.boarding (event schema v2) --------------------------------
