@@ -7,13 +7,14 @@ import typer
 from ..consumers import cli as consumers_cli
 from ..processors import cli as processors_cli
 from ..producers import cli as producers_cli
-from . import demo
+from . import demo, status_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 processors_cli.register(app)
 producers_cli.register(app)
 consumers_cli.register(app)
 demo.register(app)
+status_cli.register(app)
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         default=None, ge=1, description="Retention of view rows when the convention sets none; unset: kept."
     )
     metrics_port: int = Field(default=0, ge=0, description="Port of /metrics; 0 picks a free one.")
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Address /metrics, /livez and /readyz listen on (0.0.0.0 in a container)."
+    )
     processor_workers: int = Field(default=1, ge=1)
     hardwired_authorities: tuple[str, ...] = Field(
         default=("commune:69123", "commune:69266", "commune:69259", "departement:69", "region:84"),
