@@ -70,8 +70,26 @@ def token_of(request: Request) -> str | None:
             decoded = base64.b64decode(value.strip(), validate=True).decode()
         except (binascii.Error, UnicodeDecodeError):
             return None
-        return decoded.partition(":")[2] or None
+        return decoded.rpartition(":")[2] or None  # tokens hold no colon; a user name may
     return None
+
+
+def authorised(authority: str, request: Request) -> Authority:
+    """The authority whose view the request may read: 401 without a valid credential, 403 for another's."""
+    token = token_of(request)
+    holder = request.app.state.credentials.verify(token) if token else None
+    if holder is None:
+        raise HTTPException(401, "a valid credential is required", headers=UNAUTHORISED)
+    try:
+        wanted = Authority.parse(authority)
+    except UnknownAuthority:
+        raise HTTPException(403, "this credential does not open that view") from None
+    if wanted != holder:
+        raise HTTPException(403, "this credential does not open that view")
+    return holder
+
+
+Owner = Annotated[Authority, Depends(authorised)]
 
 
 def create_app(
@@ -81,22 +99,7 @@ def create_app(
 ) -> FastAPI:
     """The HTTP app over the views that ``engine_of`` opens."""
     app = FastAPI(title="scolaflux views", docs_url=None, redoc_url=None, openapi_url=None)
-    credentials = Credentials(credentials_path)
-
-    def authorised(authority: str, request: Request) -> Authority:
-        token = token_of(request)
-        holder = credentials.verify(token) if token else None
-        if holder is None:
-            raise HTTPException(401, "a valid credential is required", headers=UNAUTHORISED)
-        try:
-            wanted = Authority.parse(authority)
-        except UnknownAuthority:
-            raise HTTPException(403, "this credential does not open that view") from None
-        if wanted != holder:
-            raise HTTPException(403, "this credential does not open that view")
-        return holder
-
-    Owner = Annotated[Authority, Depends(authorised)]
+    app.state.credentials = Credentials(credentials_path)
 
     def read_options(request: Request) -> ReadOptions:
         base = options()
