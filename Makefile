@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo test lint clean
+.PHONY: install tools demo test lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,10 +13,22 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
+# promtool checks the Prometheus rules and config in the tests: Debian's prometheus package has it
+# (installed without starting any service). Needs root on Debian; elsewhere, install promtool yourself.
+tools:
+	@command -v promtool >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing promtool (Debian package prometheus)"; \
+			(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1 || \
+			 (apt-get update -qq >/dev/null 2>&1 && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1)) || \
+			echo "could not install promtool: the Prometheus tests will fail"; \
+		else echo "promtool missing: install Debian's prometheus package (the Prometheus tests need it)"; fi; }
+
 demo: install  ## the whole feed on the embedded broker, views live in the terminal
 	$(BIN)/scolaflux demo $(DEMO_ARGS)
 
-test: install  ## the test suite (starts its own broker)
+test: install tools  ## the test suite (starts its own broker)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
