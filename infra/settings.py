@@ -111,5 +111,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
             continue
         if isinstance(value, SecretStr):
             value = value.get_secret_value()
-        env[f"SCOLAFLUX_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value, default=str)
+        plain = isinstance(value, str | Path)  # a JSON-quoted path would be read with its quotes
+        env[f"SCOLAFLUX_{name.upper()}"] = str(value) if plain else json.dumps(value, default=str)
     return env
