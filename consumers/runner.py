@@ -93,7 +93,9 @@ class ViewMaintainer:
             consumer.close(autocommit=False)
 
     def _consumer(self) -> KafkaConsumer:
-        consumer = make_consumer(self.settings, self.group_id)
+        # kafka-python 2.3 refuses network frames over 1 MB by default, and a fetch of several
+        # partitions can answer more than that (seen on the embedded broker): allow 64 MB.
+        consumer = make_consumer(self.settings, self.group_id, receive_message_max_bytes=64 * 2**20)
         partitions = assign_all(consumer, self.topics)
         stored = {topic: load_offsets(self.engine, topic) for topic in self.topics}
         for tp in partitions:

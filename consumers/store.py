@@ -13,6 +13,7 @@ with PostgreSQL, one schema per authority in the given database (``<topic_prefix
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -381,6 +382,8 @@ def snapshot(engine: Engine, tables: Sequence[Table]) -> dict[str, list[tuple[An
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
     if isinstance(value, dt.datetime) and value.tzinfo is not None:
         return value.astimezone(dt.UTC).replace(tzinfo=None)
     return value
