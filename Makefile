@@ -31,6 +31,16 @@ demo: install  ## the whole feed on the embedded broker, views live in the termi
 test: install tools  ## the test suite (starts its own broker)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+.PHONY: fuzz
+FUZZ_SECONDS ?= 60
+fuzz: install  ## coverage-guided fuzzing (atheris) of the codec and identifier rules, FUZZ_SECONDS per target
+	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	mkdir -p var/fuzz
+	for target in event delivery identifiers; do \
+		$(BIN)/python -m tests.fuzz.fuzz_inputs $$target -max_total_time=$(FUZZ_SECONDS) -timeout=10 \
+			-artifact_prefix=var/fuzz/$$target- var/fuzz/corpus/$$target || exit 1; \
+	done
+
 lint: install
 	$(BIN)/ruff check .
 
