@@ -24,6 +24,15 @@ tools:
 			  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null 2>&1)) || \
 			echo "could not install promtool: the Prometheus tests will fail"; \
 		else echo "promtool missing: install Debian's prometheus package (the Prometheus tests need it)"; fi; }
+	@# the views' web page is tested in Debian's chromium (driven by Playwright; never `playwright install`)
+	@command -v chromium >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing chromium (Debian package) for the web page test"; \
+			(DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1 || \
+			 (apt-get update -qq >/dev/null 2>&1 && \
+			  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null 2>&1)) || \
+			echo "could not install chromium: the web page test will fail"; \
+		else echo "chromium missing: install Debian's chromium package (the web page test needs it)"; fi; }
 
 demo: install  ## the whole feed on the embedded broker, views live in the terminal
 	$(BIN)/scolaflux demo $(DEMO_ARGS)
