@@ -128,11 +128,19 @@ def monthly_lists(conn: Connection, commune: str | None, as_of: dt.date) -> list
     summary = []
     for day in dict.fromkeys(dates):
         children = instruction_list(conn, commune, day)
-        by_where: dict[str, int] = defaultdict(int)
+        counts = dict.fromkeys(("at_school", "family_instruction", "abroad", "unknown_destination", "moving"), 0)
         for child in children:
-            by_where[child["instruction"]] += 1
-        summary.append({"as_of": day, "children": len(children), **dict(sorted(by_where.items()))})
+            counts[_COUNTED_AS.get(child["instruction"], "moving")] += 1
+        summary.append({"as_of": day, "children": len(children), **counts})
     return summary
+
+
+_COUNTED_AS = {
+    "school": "at_school",
+    "family instruction": "family_instruction",
+    "abroad": "abroad",
+    "unknown destination": "unknown_destination",
+}
 
 
 def absenteeism_warnings(conn: Connection, threshold: int = ABSENTEEISM_THRESHOLD) -> list[dict[str, Any]]:
