@@ -244,6 +244,14 @@ def _load(values: list[str]) -> SnapshotRow:
 
 def sorted_rows(rows: Iterable[SnapshotRow], workdir: Path, chunk_rows: int) -> Iterator[SnapshotRow]:
     """Rows sorted by INE (then line), in bounded memory: sorted runs on disk, merged lazily."""
+    runs = _write_runs(rows, workdir, chunk_rows)
+    with contextlib.ExitStack() as stack:
+        readers = [_read_run(stack.enter_context(run.open(encoding="utf-8", newline=""))) for run in runs]
+        yield from heapq.merge(*readers, key=lambda r: (r.ine, r.line))
+
+
+def _write_runs(rows: Iterable[SnapshotRow], workdir: Path, chunk_rows: int) -> list[Path]:
+    """Cut rows into sorted runs of ``chunk_rows`` on disk (one chunk in memory at a time)."""
     runs: list[Path] = []
     for number, chunk in enumerate(_batched(rows, chunk_rows)):
         chunk.sort(key=lambda r: (r.ine, r.line))
@@ -251,9 +259,7 @@ def sorted_rows(rows: Iterable[SnapshotRow], workdir: Path, chunk_rows: int) -> 
         with run.open("w", encoding="utf-8", newline="") as out:
             csv.writer(out).writerows(_dump(r) for r in chunk)
         runs.append(run)
-    with contextlib.ExitStack() as stack:
-        readers = [_read_run(stack.enter_context(run.open(encoding="utf-8", newline=""))) for run in runs]
-        yield from heapq.merge(*readers, key=lambda r: (r.ine, r.line))
+    return runs
 
 
 def _read_run(file: io.TextIOBase) -> Iterator[SnapshotRow]:
@@ -474,7 +480,7 @@ def import_snapshot(
     rejects_path: Path,
     ledger: Ledger | None = None,
     academy: str | None = None,
-    chunk_rows: int = 100_000,
+    chunk_rows: int = 50_000,
     progress: ProgressSink | None = None,
     recorded_at: dt.datetime | None = None,
 ) -> ImportReport:
