@@ -193,8 +193,14 @@ def import_snapshot_command(
     from ..infra.kafka import ensure_topics, pipeline_topics
     from ..schemas.geography import load_geography
     from .kafka import EventProducer
-    from .snapshot import Ledger, RowError, import_snapshot
+    from .snapshot import Ledger, RowError, check_layout, import_snapshot
 
+    try:
+        check_layout(previous)
+        check_layout(current)
+    except (RowError, UnicodeDecodeError) as exc:
+        console.print(f"[red]not an export in the documented layout:[/] {exc}")
+        raise typer.Exit(2) from None
     settings = Settings()
     if settings.kafka_bootstrap is None:
         raise typer.BadParameter("set SCOLAFLUX_KAFKA_BOOTSTRAP (the importer does not start a broker)")

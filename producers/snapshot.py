@@ -195,6 +195,20 @@ class ProgressSink(Protocol):
     def __call__(self, phase: str, done: int, total: int | None) -> None: ...
 
 
+def check_layout(path: Path) -> None:
+    """Raise ``RowError`` naming the missing columns if ``path`` does not follow the layout."""
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        _check_header(path, next(csv.reader(file, delimiter=";"), []))
+
+
+def _check_header(path: Path, header: list[str]) -> list[str]:
+    header = [h.strip().upper() for h in header]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise RowError(f"{path}: line 1: missing column(s) {', '.join(missing)} (expected {';'.join(COLUMNS)})")
+    return header
+
+
 def read_rows(
     path: Path, name: str, rejects: Callable[[Rejected], None], progress: ProgressSink | None = None
 ) -> Iterator[SnapshotRow]:
@@ -203,10 +217,7 @@ def read_rows(
     with path.open("rb") as binary:
         text = io.TextIOWrapper(binary, encoding="utf-8-sig", newline="")
         reader = csv.reader(text, delimiter=";")
-        header = [h.strip().upper() for h in next(reader, [])]
-        missing = [c for c in COLUMNS if c not in header]
-        if missing:
-            raise RowError(f"{path}: line 1: missing column(s) {', '.join(missing)} (expected {';'.join(COLUMNS)})")
+        header = _check_header(path, next(reader, []))
         for values in reader:
             if progress is not None and reader.line_num % 20_000 == 0:
                 progress(name, binary.tell(), total)
