@@ -78,6 +78,7 @@ def run(
     authority: AuthorityArg,
     convention: Conventions = None,
     retention_days: Annotated[int | None, typer.Option(help="Delete rows older than this many days.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Most deliveries applied per transaction.")] = None,
 ) -> None:
     """Keep AUTHORITY's view up to date from its delivery topics until stopped (SIGTERM, Ctrl-C)."""
     from ..infra.metrics import Metrics
@@ -95,6 +96,7 @@ def run(
         open_engine(settings, who),
         metrics=Metrics(),
         retention_days={None: days} if days else None,
+        batch_size=batch_size,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):

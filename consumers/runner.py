@@ -55,6 +55,7 @@ class ViewMaintainer:
         metrics: Metrics | None = None,
         retention_days: dict[str | None, int] | None = None,
         retention_interval: float = 3600.0,
+        batch_size: int | None = None,
     ) -> None:
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.topic = self.topics[0]
@@ -62,6 +63,7 @@ class ViewMaintainer:
         self.group_id = group_id or f"{settings.topic_prefix}-view-{view.name}"
         self.retention_days = retention_days or {}
         self.retention_interval = retention_interval
+        self.batch_size = batch_size
         self.applied = 0
         self.duplicates = 0
         self.rejected = 0
@@ -95,7 +97,10 @@ class ViewMaintainer:
     def _consumer(self) -> KafkaConsumer:
         # kafka-python 2.3 refuses network frames over 1 MB by default, and a fetch of several
         # partitions can answer more than that (seen on the embedded broker): allow 64 MB.
-        consumer = make_consumer(self.settings, self.group_id, receive_message_max_bytes=64 * 2**20)
+        limits: dict[str, object] = {"receive_message_max_bytes": 64 * 2**20}
+        if self.batch_size:
+            limits["max_poll_records"] = self.batch_size
+        consumer = make_consumer(self.settings, self.group_id, **limits)
         partitions = assign_all(consumer, self.topics)
         stored = {topic: load_offsets(self.engine, topic) for topic in self.topics}
         for tp in partitions:

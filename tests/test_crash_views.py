@@ -43,7 +43,8 @@ def start_view(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     """``scolaflux view run commune:69123`` as a child process with the test's settings."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "scolaflux.infra.cli", "view", "run", str(LYON)],
+            # small batches: many transactions, so that a kill often lands in the middle of one
+            [sys.executable, "-m", "scolaflux.infra.cli", "view", "run", str(LYON), "--batch-size", "40"],
             env={**os.environ, **settings_env(settings)},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -87,7 +88,7 @@ def test_a_view_killed_at_random_moments_ends_equal_to_an_uninterrupted_run(
             before = applied(engine)
             process = start_view(settings, tmp_path / "view.log")
             wait_for(lambda b=before: applied(engine) > b, timeout=60, what="the view to apply part of the wave")
-            time.sleep(rng.uniform(0, 0.3))  # a random moment, on purpose: mid-batch or between batches
+            time.sleep(rng.uniform(0, 0.4))  # a random moment, on purpose: mid-batch or between batches
             process.send_signal(signal.SIGKILL)
             process.wait()
             kills += 1
