@@ -163,10 +163,7 @@ def replay(
 
 def replay_frames(producer: EventProducer, frames: Iterable[tuple[bytes, bytes]]) -> int:
     """Send (key, value) frames through an ``EventProducer``; flush; return how many."""
-    sent = 0
-    for key, value in frames:
-        producer.send_encoded(key, value)
-        sent += 1
+    sent = producer.send_frames(frames)
     producer.flush()
     return sent
 

@@ -63,6 +63,7 @@ def producer_config(settings: Settings, idempotent: bool = True, delivery_timeou
         "message.timeout.ms": int(delivery_timeout * 1000),
         "request.timeout.ms": 10_000,
         "queue.buffering.max.kbytes": 256 * 1024,
+        "queue.buffering.max.messages": 1_000_000,
         "log_level": 3,
     }
 
@@ -121,6 +122,28 @@ class EventProducer:
                 self._producer.poll(0.05)
         self._producer.poll(0)
         return delivery
+
+    def send_frames(self, frames: Iterable[tuple[bytes, bytes]]) -> int:
+        """Queue encoded (key, value) records to the raw topic, the fast way (no per-record
+        ``Delivery``: failures are counted and raised by the next ``flush``). Returns how many."""
+        produce, poll, topic, settle = self._producer.produce, self._producer.poll, self.topic, self._on_bulk_delivery
+        sent = 0
+        for key, value in frames:
+            while True:
+                try:
+                    produce(topic, value, key, on_delivery=settle)
+                    break
+                except BufferError:
+                    poll(0.005)
+            sent += 1
+            if not sent % 1000:
+                poll(0)
+        return sent
+
+    def _on_bulk_delivery(self, error: KafkaError | None, message: Message) -> None:
+        if error is not None:
+            with self._lock:
+                self._failures.append(error.str())
 
     def send_all(self, events: Iterable[Event]) -> int:
         """Queue events and flush; returns how many the broker acknowledged."""
