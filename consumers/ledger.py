@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
 from sqlalchemy import (
@@ -229,8 +230,7 @@ def apply_deliveries(conn: Connection, deliveries: Iterable[Delivery]) -> None:
         if subject and d["event_type"] != "absence":
             touched.add(subject)
     flush()
-    for convention_id, subject in sorted(touched):
-        recompute_pupil(conn, convention_id, subject)
+    recompute_pupils(conn, touched)
 
 
 def school_year_of(day: dt.date) -> int:
@@ -341,16 +341,27 @@ def _naive(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
-def recompute_pupil(conn: Connection, convention_id: str, subject: str) -> None:
-    """Rewrite a pupil's ``pupil_years`` rows from the movements that remain."""
+def recompute_pupils(conn: Connection, keys: Iterable[tuple[str, str]], chunk: int = 500) -> None:
+    """Rewrite the ``pupil_years`` rows of the (convention, subject) pupils from the movements that remain."""
+    by_convention: dict[str, list[str]] = {}
+    for convention_id, subject in sorted(set(keys)):
+        by_convention.setdefault(convention_id, []).append(subject)
+    for convention_id, subjects in by_convention.items():
+        for start in range(0, len(subjects), chunk):
+            _recompute_chunk(conn, convention_id, subjects[start : start + chunk])
+
+
+def _recompute_chunk(conn: Connection, convention_id: str, subjects: list[str]) -> None:
     rows = conn.execute(
         select(movements)
-        .where(movements.c.convention_id == convention_id, movements.c.subject == subject)
-        .order_by(movements.c.school_year, movements.c.event_time, movements.c.delivery_id)
+        .where(movements.c.convention_id == convention_id, movements.c.subject.in_(subjects))
+        .order_by(movements.c.subject, movements.c.school_year, movements.c.event_time, movements.c.delivery_id)
     ).mappings()
-    states = fold_years(rows)
+    states: list[dict[str, Any]] = []
+    for _subject, pupil_rows in groupby(rows, key=lambda row: row["subject"]):
+        states.extend(fold_years(pupil_rows))
     conn.execute(
-        delete(pupil_years).where(pupil_years.c.convention_id == convention_id, pupil_years.c.subject == subject)
+        delete(pupil_years).where(pupil_years.c.convention_id == convention_id, pupil_years.c.subject.in_(subjects))
     )
     if states:
         conn.execute(insert(pupil_years), states)
@@ -423,8 +434,7 @@ def apply_retention(conn: Connection, cutoffs: dict[str | None, dt.datetime]) ->
     bookkeeping = _expired(applied_deliveries, cutoffs)
     if bookkeeping is not None:
         conn.execute(delete(applied_deliveries).where(bookkeeping))
-    for convention_id, subject in sorted(touched):
-        recompute_pupil(conn, convention_id, subject)
+    recompute_pupils(conn, touched)
     if deleted:
         add_to_counter(conn, "retention_deleted", deleted)
     return deleted
