@@ -95,9 +95,7 @@ class ViewMaintainer:
             consumer.close(autocommit=False)
 
     def _consumer(self) -> KafkaConsumer:
-        # kafka-python 2.3 refuses network frames over 1 MB by default, and a fetch of several
-        # partitions can answer more than that (seen on the embedded broker): allow 64 MB.
-        limits: dict[str, object] = {"receive_message_max_bytes": 64 * 2**20}
+        limits: dict[str, object] = {}
         if self.batch_size:
             limits["max_poll_records"] = self.batch_size
         consumer = make_consumer(self.settings, self.group_id, **limits)

@@ -85,6 +85,9 @@ def make_consumer(
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
         "max_poll_records": 5_000,
+        # kafka-python 2.3 refuses network frames over 1 MB by default, and a fetch of several
+        # partitions can answer more than that (seen on the embedded broker): allow 64 MB.
+        "receive_message_max_bytes": 64 * 2**20,
     }
     config.update(overrides)
     return KafkaConsumer(*topics, **config)
