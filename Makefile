@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install tools demo test lint clean
+.PHONY: install tools demo test bench lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,15 @@ demo: install  ## the whole feed on the embedded broker, views live in the termi
 
 test: install tools  ## the test suite (starts its own broker)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+$(BIN)/.bench-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+# PostgreSQL for the views figure: BENCH_POSTGRES=URL (empty: that figure is left out). More: BENCH_ARGS.
+BENCH_POSTGRES ?= postgresql+psycopg://postgres@127.0.0.1:5432/test
+bench: $(BIN)/.bench-installed  ## the figures of README "Benchmark", printed and written to var/bench.json
+	$(BIN)/scolaflux bench $(if $(BENCH_POSTGRES),--postgres $(BENCH_POSTGRES)) $(BENCH_ARGS)
 
 .PHONY: fuzz
 FUZZ_SECONDS ?= 60

@@ -1,0 +1,150 @@
+"""The benchmark's own Kafka plumbing (librdkafka, through confluent-kafka): fast bulk produce and
+reads that learn when records were written, without joining a consumer group."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+Record = tuple[bytes | None, bytes]
+"""A key and a value."""
+
+
+def bulk_producer(bootstrap: str) -> Producer:
+    """A producer tuned for throughput, still acknowledged by the broker (acks=all)."""
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "linger.ms": 5,
+            "batch.size": 1_000_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.kbytes": 1024 * 1024,
+            "partitioner": "murmur2_random",
+            "log_level": 3,
+        }
+    )
+
+
+def produce(bootstrap: str, topic: str, records: Iterable[Record]) -> tuple[int, float]:
+    """Write records and wait for every acknowledgement: how many, and the seconds it took."""
+    producer = bulk_producer(bootstrap)
+    failures: list[str] = []
+
+    def settle(error: object, _message: object) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    started = time.perf_counter()
+    count = 0
+    for key, value in records:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=settle)
+                break
+            except BufferError:
+                producer.poll(0.01)
+        count += 1
+    left = producer.flush(120)
+    elapsed = time.perf_counter() - started
+    if left or failures:
+        raise RuntimeError(f"{left} records unacknowledged, {len(failures)} refused: {failures[:1]}")
+    return count, elapsed
+
+
+def reader(bootstrap: str) -> Consumer:
+    """A consumer outside any group (partitions are assigned, offsets never committed)."""
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 50 * 1024 * 1024,
+            "log_level": 3,
+        }
+    )
+
+
+def partitions(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[int]:
+    """The partition numbers of ``topic`` (waits for its metadata)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
+        if meta is not None and meta.error is None and meta.partitions:
+            return sorted(meta.partitions)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic} has no partitions after {timeout:.0f}s")
+        time.sleep(0.2)
+
+
+def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
+    """The end (high watermark) of every partition of ``topics``."""
+    consumer = reader(bootstrap)
+    try:
+        ends: dict[tuple[str, int], int] = {}
+        for topic in topics:
+            for p in partitions(consumer, topic):
+                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+        return ends
+    finally:
+        consumer.close()
+
+
+@dataclass
+class Span:
+    """What a read saw: how many records, and the first and last write time (ms, broker records)."""
+
+    count: int = 0
+    first_ms: int | None = None
+    last_ms: int | None = None
+    values: list[bytes] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """From the first record's write to the last's."""
+        if self.first_ms is None or self.last_ms is None:
+            return 0.0
+        return (self.last_ms - self.first_ms) / 1000
+
+    def rate(self) -> float:
+        """Records per second between the first and the last write (the first record excluded)."""
+        return (self.count - 1) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def read_span(
+    bootstrap: str,
+    starts: dict[tuple[str, int], int],
+    count: int,
+    timeout: float,
+    keep: Callable[[bytes], bool] | None = None,
+) -> Span:
+    """Read ``count`` records from ``starts`` (topic, partition -> offset), noting write times.
+
+    ``keep`` selects the values to keep in ``Span.values`` (None: keep none).
+    """
+    consumer = reader(bootstrap)
+    span = Span()
+    try:
+        consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
+        deadline = time.monotonic() + timeout
+        while span.count < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"saw {span.count} of {count} records within {timeout:.0f}s")
+            for message in consumer.consume(num_messages=10_000, timeout=0.5):
+                if message.error() is not None:
+                    raise KafkaException(message.error())
+                _, stamp = message.timestamp()
+                span.count += 1
+                span.first_ms = stamp if span.first_ms is None else min(span.first_ms, stamp)
+                span.last_ms = stamp if span.last_ms is None else max(span.last_ms, stamp)
+                value = message.value()
+                if keep is not None and value is not None and keep(value):
+                    span.values.append(value)
+        return span
+    finally:
+        consumer.close()

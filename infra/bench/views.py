@@ -1,0 +1,76 @@
+"""Views figures: deliveries applied per second by a view maintainer, SQLite and PostgreSQL apart.
+
+The deliveries are what the processor's pipeline makes of simulated events (every convention's,
+in one topic); each run applies them all to a fresh database with the views' own maintainer
+(``consumers.runner.ViewMaintainer``: batches of records applied with their offsets in one
+transaction, exactly once by delivery id).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, text
+
+from ...consumers.runner import ViewMaintainer
+from ...consumers.store import make_engine, view_url
+from ...consumers.views import AuthorityView
+from ...processors.pipeline import Pipeline
+from ..kafka import TopicSpec, ensure_topics
+from ..settings import Settings
+from .records import Record, produce
+
+
+def deliveries_of(pipeline: Pipeline, events: Sequence[Record]) -> list[Record]:
+    """The delivery records (not audits, movements or dead letters) the pipeline makes of ``events``."""
+    internal = {pipeline.topics.audit, pipeline.topics.aggregation, pipeline.topics.deadletter}
+    return [
+        (output.key, output.value)
+        for key, value in events
+        for output in pipeline.process(value, key, "bench")
+        if output.topic not in internal
+    ]
+
+
+def prepare_topic(settings: Settings, deliveries: Sequence[Record]) -> str:
+    """Write ``deliveries`` to a fresh delivery topic; returns its name."""
+    assert settings.kafka_bootstrap is not None
+    topic = settings.delivery_topic("bench-views")
+    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, settings.partitions)])
+    produce(settings.kafka_bootstrap, topic, deliveries)
+    return topic
+
+
+def sqlite_engine(work_dir: Path) -> Engine:
+    """A fresh SQLite view database (WAL, synchronous=FULL, as the views run)."""
+    return make_engine(view_url(None, work_dir, f"bench-{uuid.uuid4().hex[:8]}"))
+
+
+def postgres_engine(url: str) -> tuple[Engine, str]:
+    """A fresh schema of the PostgreSQL database at ``url``: its engine and the schema's name."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    return make_engine(url, schema), schema
+
+
+def drop_schema(url: str, schema: str) -> None:
+    """Drop a schema made by ``postgres_engine``."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        engine.dispose()
+
+
+def apply_rate(settings: Settings, topic: str, engine: Engine, expected: int) -> float:
+    """Deliveries applied per second by a view maintainer reading ``topic`` from its start."""
+    maintainer = ViewMaintainer(settings, topic, AuthorityView(None), engine, group_id=f"bench-{uuid.uuid4().hex[:8]}")
+    started = time.perf_counter()
+    applied = maintainer.catch_up(timeout=600)
+    elapsed = time.perf_counter() - started
+    if applied + maintainer.duplicates != expected:
+        raise AssertionError(f"applied {applied} (+{maintainer.duplicates} duplicates) of {expected} deliveries")
+    return applied / elapsed

@@ -1,0 +1,85 @@
+"""The benchmark still works: a quick run of its fast sections on the session broker, and its figures.
+
+No timed assertion here: speed is what the benchmark prints, not what a test asserts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from scolaflux.infra.bench.conventions import synthetic_conventions
+from scolaflux.infra.bench.figures import Figure, Goal, Report, format_value
+from scolaflux.infra.bench.run import run_benchmark
+from scolaflux.infra.bench.table import notes
+from scolaflux.infra.settings import Settings
+from scolaflux.processors.conventions import convention_rules
+from scolaflux.schemas.geography import load_geography
+
+
+def test_median_spread_goal_and_ratio_to_the_ceiling() -> None:
+    report = Report(runs=3, quick=False, broker="here")
+    report.add(Figure("ceiling.passthrough", "ceiling", "rate", versus_ceiling=True, values=[100.0, 300.0, 200.0]))
+    rate = report.add(Figure("x", "x", "rate", Goal(60.0, at_least=True), versus_ceiling=True, values=[50, 70, 90]))
+    latency = report.add(Figure("p99", "p99", "seconds", Goal(0.25, at_least=False), values=[0.3, 0.2, 0.4]))
+    assert (rate.median, rate.low, rate.high, rate.meets()) == (70, 50, 90, True)
+    assert latency.meets() is False
+    figures = {f["key"]: f for f in report.as_json()["figures"]}
+    assert figures["x"]["ratio_to_ceiling"] == pytest.approx(0.35)
+    assert figures["p99"]["ratio_to_ceiling"] is None
+    assert format_value(0.25, "seconds") == "250.0 ms" and format_value(2.5e-5, "seconds") == "25.0 µs"
+
+
+def test_synthetic_conventions_pass_the_processors_rules() -> None:
+    geography = load_geography()
+    conventions = synthetic_conventions(geography, 300)
+    assert len({c.id for c in conventions}) == 300
+    assert {c.authority.level for c in conventions} == {"commune", "departement", "region"}
+    assert len({c.academy for c in conventions}) > 1
+    assert all(not list(convention_rules(c, geography)) for c in conventions)
+
+
+@pytest.mark.broker
+def test_quick_benchmark_prints_and_writes_its_figures(bootstrap: str, tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False, data_dir=tmp_path)
+    console = Console(record=True, width=200)
+    out = tmp_path / "bench.json"
+    run_benchmark(settings, runs=2, quick=True, sections=("ceiling", "core"), json_path=out, console=console)
+    data = json.loads(out.read_text())
+    figures = {f["key"]: f for f in data["figures"]}
+    assert {"ceiling.produce", "ceiling.consume", "ceiling.passthrough", "core.pipeline", "routing.ratio"} <= set(
+        figures
+    )
+    for figure in figures.values():
+        assert figure["error"] is None, figure
+        assert len(figure["values"]) == 2 and all(v > 0 and math.isfinite(v) for v in figure["values"])
+        assert figure["min"] <= figure["median"] <= figure["max"]
+    assert data["ceiling"] == figures["ceiling.passthrough"]["median"]
+    assert figures["core.pipeline"]["ratio_to_ceiling"] == pytest.approx(
+        figures["core.pipeline"]["median"] / data["ceiling"]
+    )
+    assert figures["routing.ratio"]["meets_goal"] in (True, False)
+    printed = console.export_text()
+    assert "routing cost per event" in printed and "x ceiling" in printed
+
+
+@pytest.mark.broker
+def test_a_failing_section_is_reported_and_the_others_still_run(bootstrap: str, tmp_path: Path) -> None:
+    settings = Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False, data_dir=tmp_path)
+    console = Console(record=True, width=200)
+    report = run_benchmark(
+        settings,
+        runs=1,
+        quick=True,
+        sections=("ceiling", "views"),
+        json_path=tmp_path / "bench.json",
+        postgres_url="postgresql+psycopg://nobody@127.0.0.1:1/none",
+        console=console,
+    )
+    assert report.figures["ceiling.passthrough"].values
+    postgres = report.figures["views.postgresql"]
+    assert not postgres.values and postgres.error
+    assert any("views.postgresql" in line and "not measured" in line for line in notes(report))
