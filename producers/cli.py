@@ -272,6 +272,7 @@ def ingest_serve(
     import uvicorn
 
     from ..infra.kafka import ensure_topics, pipeline_topics
+    from ..infra.metrics import Metrics
     from .ingest import SourceRegistry, create_app
     from .kafka import EventProducer
 
@@ -284,8 +285,10 @@ def ingest_serve(
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    metrics = Metrics()
+    console.print(f"metrics on http://127.0.0.1:{metrics.serve(settings.metrics_port)}/metrics")
     with EventProducer(settings) as producer:
-        app = create_app(registry, producer, settings.deadletter_topic, ack_timeout)
+        app = create_app(registry, producer, settings.deadletter_topic, ack_timeout, metrics)
         uvicorn.run(app, host=host, port=port, log_level="info")
 
 

@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..infra.kafka import ERROR_HEADER, ORIGIN_HEADER, REASON_HEADER
+from ..infra.metrics import Metrics
 from ..schemas.errors import ConfigError
 from ..schemas.models import Event
 from ..schemas.validation import encode_event
@@ -182,10 +183,16 @@ def response_status(results: Sequence[ItemResult]) -> int:
 
 
 def create_app(
-    registry: SourceRegistry, producer: EventProducer, deadletter_topic: str, ack_timeout: float = 30.0
+    registry: SourceRegistry,
+    producer: EventProducer,
+    deadletter_topic: str,
+    ack_timeout: float = 30.0,
+    metrics: Metrics | None = None,
 ) -> FastAPI:
-    """The ingest application, writing accepted events through ``producer``."""
+    """The ingest application, writing accepted events through ``producer`` (counted in ``metrics``)."""
     app = FastAPI(title="scolaflux ingest", version="1")
+    metrics = metrics or Metrics()
+    app.state.metrics = metrics
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:
@@ -206,7 +213,7 @@ def create_app(
             return _problem(400, "the body must be one event (an object) or a batch (an array)")
         if len(items) > MAX_BATCH:
             return _problem(413, f"a batch holds at most {MAX_BATCH} events")
-        results = await run_in_threadpool(_ingest, items, source, producer, deadletter_topic, ack_timeout)
+        results = await run_in_threadpool(_ingest, items, source, producer, deadletter_topic, ack_timeout, metrics)
         status = response_status(results)
         counts = {s: sum(r.status == s for r in results) for s in ("accepted", "rejected", "failed")}
         log.info("ingest from %s: %s", source.id, counts)
@@ -218,25 +225,35 @@ def create_app(
 
 
 def _ingest(
-    items: list[Any], source: SourceSpec, producer: EventProducer, deadletter_topic: str, ack_timeout: float
+    items: list[Any],
+    source: SourceSpec,
+    producer: EventProducer,
+    deadletter_topic: str,
+    ack_timeout: float,
+    metrics: Metrics,
 ) -> list[ItemResult]:
     """Send the valid items, dead-letter the others, wait for the broker's answers."""
     results: list[ItemResult] = []
-    sent: list[tuple[ItemResult, Delivery]] = []
+    sent: list[tuple[ItemResult, Delivery, str]] = []
     for index, item in enumerate(items):
         checked = check_item(item, source)
         if isinstance(checked, Event):
             result = ItemResult(index, "accepted", str(checked.event_id))
-            sent.append((result, producer.send_encoded(checked.pupil.ine.encode(), encode_event(checked))))
+            delivery = producer.send_encoded(checked.pupil.ine.encode(), encode_event(checked))
+            sent.append((result, delivery, checked.event_type.value))
         else:
             result = ItemResult(index, "rejected", _event_id(item), checked)
             _dead_letter(producer, deadletter_topic, item, checked, source)
+            metrics.dead_lettered("ingest", "invalid")
         results.append(result)
-    producer.wait([d for _, d in sent], ack_timeout)
-    for result, delivery in sent:
+    producer.wait([d for _, d, _ in sent], ack_timeout)
+    for result, delivery, event_type in sent:
         if not delivery.done or delivery.error:
             result.status = "failed"
             result.errors = [{"field": "event", "rule": "not acknowledged by the broker in time: send it again"}]
+            metrics.rejected("ingest", "not_acknowledged")
+        else:
+            metrics.event_produced(producer.topic, event_type)
     return results
 
 

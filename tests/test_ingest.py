@@ -150,6 +150,10 @@ def test_a_batch_says_per_item_what_happened_and_loses_none_of_the_good(client: 
     headers = dict(dead[0].headers)
     assert headers[REASON_HEADER] == b"invalid" and headers[ORIGIN_HEADER] == b"ingest:siecle-lyon"
     assert b"pupil.ine" in headers[ERROR_HEADER]
+    registry = client.app.state.metrics.registry  # type: ignore[attr-defined]
+    produced = {"topic": settings.raw_topic, "event_type": "enrolment"}
+    assert registry.get_sample_value("scolaflux_events_produced_total", produced) == 3
+    assert registry.get_sample_value("scolaflux_deadletter_records_total", {"reason": "invalid"}) == 4
 
 
 @pytest.mark.broker
