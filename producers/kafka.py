@@ -74,6 +74,9 @@ class EventProducer:
     ``send`` returns at once; ``flush`` returns when the broker has acknowledged everything sent,
     and raises ``DeliveryFailed`` if any record failed: a caller acknowledges its own input only
     after ``flush``. Thread-safe: several threads may send and wait at the same time.
+
+    Idempotent unless ``idempotent=False``; ``Settings.kafka_idempotence`` is not read here: it
+    exists for the kafka-python and aiokafka producers, whose idempotence fails on the embedded broker.
     """
 
     def __init__(
