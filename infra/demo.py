@@ -22,12 +22,14 @@ from sqlalchemy import Engine
 from ..consumers.commune import CommuneView, movement_counts
 from ..consumers.runner import ViewMaintainer
 from ..consumers.store import make_engine, view_url
-from ..processors.wiring import hardwired_router
+from ..processors.conventions import load_directory
+from ..processors.publish import publish
+from ..processors.wiring import processor_topics
 from ..producers.kafka import EventProducer
 from ..producers.simulator import Simulator
 from ..schemas.geography import load_geography
 from .broker import broker_for
-from .kafka import TopicSpec, ensure_topics, pipeline_topics
+from .kafka import ensure_topics, pipeline_topics
 from .metrics import Metrics
 from .processes import start_processor, stop_process
 from .settings import Settings
@@ -67,33 +69,29 @@ def demo(
 
 
 def _run(settings: Settings, stack: ExitStack, duration: float, rate: float, seed: int) -> None:
-    router = hardwired_router(settings)
     assert settings.kafka_bootstrap is not None
-    ensure_topics(
-        settings.kafka_bootstrap,
-        [
-            *pipeline_topics(settings),
-            *(TopicSpec(settings.delivery_topic(c), settings.partitions) for c in router.convention_ids()),
-        ],
-    )
+    geography = load_geography()
+    conventions = load_directory(settings.conventions_dir, geography)
+    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), *processor_topics(settings)])
+    publish(settings, [(c.id, c) for c in conventions])
+    communes = {c.authority.code: c.id for c in conventions if c.authority.level == "commune"}
     metrics = Metrics()
     port = metrics.serve(settings.metrics_port)
     console.print(
         f"broker [bold]{settings.kafka_bootstrap}[/]  metrics http://127.0.0.1:{port}/metrics  "
-        f"views and logs in [bold]{settings.data_dir}[/]"
+        f"views and logs in [bold]{settings.data_dir}[/]  {len(conventions)} conventions published"
     )
     processor = start_processor(settings, settings.data_dir / "processor.log")
     stack.callback(stop_process, processor)
     stop = threading.Event()
     stack.callback(stop.set)
     state = DemoState()
-    for commune in router.communes:
+    for commune, convention_id in communes.items():
         engine = make_engine(view_url(settings.database_url, settings.data_dir / "views", f"commune-{commune}"))
-        maintainer = ViewMaintainer(settings, settings.delivery_topic(f"demo-commune-{commune}"), CommuneView(), engine)
+        maintainer = ViewMaintainer(settings, settings.delivery_topic(convention_id), CommuneView(), engine)
         _thread(maintainer.run, stop)
         state.views[commune] = engine
-    geography = load_geography()
-    simulator = Simulator(geography, router.communes, seed=seed)
+    simulator = Simulator(geography, sorted(communes), seed=seed)
     _thread(_produce, settings, simulator, rate, state, stop)
     deadline = time.monotonic() + duration if duration else float("inf")
     try:

@@ -54,10 +54,6 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address /metrics, /livez and /readyz listen on (0.0.0.0 in a container)."
     )
     processor_workers: int = Field(default=1, ge=1)
-    hardwired_authorities: tuple[str, ...] = Field(
-        default=("commune:69123", "commune:69266", "commune:69259", "departement:69", "region:84"),
-        description="Foundation only: one fixed convention per authority (level:code).",
-    )
 
     @property
     def embedded(self) -> bool:

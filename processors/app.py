@@ -1,18 +1,31 @@
-"""The faust-streaming adapter around the pipeline: raw topic in, delivery and dead-letter topics out.
+"""The faust-streaming adapter around the pipeline: raw topic in, delivery, audit and dead-letter topics out.
 
-Records flow in batches (``take_events``): each batch is processed by the pure pipeline, every
-output is handed to the producer without awaiting it, and the batch's source offsets are acked
-only once all its outputs are acknowledged by the broker: no loss, and no per-record round trip.
+Records flow in batches (``take_events``): before each batch the worker catches up with the
+conventions topic (so a convention published before an event was produced judges it), the batch is
+processed by the pure pipeline, every output is handed to the producer without awaiting it, and
+the batch's source offsets are acked only once all its outputs are acknowledged by the broker: no
+loss, and no per-record round trip.
+
+A second agent keeps the headcounts of aggregated conventions in two faust Tables (changelogs on
+the broker) from the movements the pipeline writes to the aggregation topic. It takes one movement
+at a time (a table write needs its source event) and awaits its outputs before moving on: those
+movements are a small share of the traffic.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+from typing import Any
 
 import faust
 
 from ..infra.settings import Settings
+from ..schemas.codec import delivery_codec
+from .aggregation import Movement, apply_movement, cell_delivery
+from .delivery import millis
+from .live import LiveConventions
 from .pipeline import Output, Pipeline
 
 log = logging.getLogger(__name__)
@@ -21,8 +34,8 @@ BATCH_SIZE = 2_000
 BATCH_WITHIN_SECONDS = 0.05
 
 
-def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
-    """A faust app whose one agent runs ``pipeline`` over the raw topic."""
+def create_app(settings: Settings, pipeline: Pipeline, conventions: LiveConventions) -> faust.App:
+    """A faust app: one agent runs ``pipeline`` over the raw topic, one keeps the aggregated headcounts."""
     app = faust.App(
         f"{settings.topic_prefix}-processor",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -41,6 +54,7 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
     @app.agent(raw, name="route-events")
     async def route_events(stream: faust.StreamT[bytes]) -> None:
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
+            await conventions.catch_up()
             outputs: list[Output] = []
             for event in events:
                 message = event.message
@@ -48,7 +62,33 @@ def create_app(settings: Settings, pipeline: Pipeline) -> faust.App:
                 outputs.extend(pipeline.process(message.value, message.key, origin))
             await _send_all(app, outputs)
 
+    _aggregation_agent(app, settings, pipeline.topics.aggregation)
+
+    @app.task
+    async def load_conventions() -> None:
+        await conventions.catch_up()
+
     return app
+
+
+def _aggregation_agent(app: faust.App, settings: Settings, topic_name: str) -> None:
+    movements = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    members = app.Table("aggregation-members", default=None, partitions=settings.partitions)
+    cells = app.Table("aggregation-cells", default=None, partitions=settings.partitions)
+
+    @app.agent(movements, name="aggregate-headcounts")
+    async def aggregate(stream: faust.StreamT[bytes]) -> None:
+        async for event in stream.events():
+            move = Movement.from_bytes(event.message.value)
+            now = millis(dt.datetime.now(dt.UTC))
+            outputs = [_cell_output(settings, move, cell, now) for cell in apply_movement(members, cells, move)]
+            await _send_all(app, outputs)
+
+
+def _cell_output(settings: Settings, move: Movement, cell: Any, now: dt.datetime) -> Output:
+    record = cell_delivery(move, cell, now)
+    key = f"{move.school}|{cell.level}".encode()
+    return Output(settings.delivery_topic(move.convention_id), key, delivery_codec().encode(record))
 
 
 async def _send_all(app: faust.App, outputs: list[Output]) -> None:

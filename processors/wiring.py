@@ -2,43 +2,41 @@
 
 from __future__ import annotations
 
+from ..infra.kafka import TopicSpec
 from ..infra.settings import Settings
 from ..schemas.geography import Geography
-from .pipeline import Pipeline, Place
-from .routing import HardWiredRouter
+from .identity import audit_key
+from .pipeline import Mode, Pipeline, Topics
+from .routing import Locator, Router
 
 
-def school_places(geography: Geography) -> dict[str, Place]:
-    """(commune, département, région) of every school, by UAI."""
-    places: dict[str, Place] = {}
-    for uai, school in geography.schools.items():
-        commune = geography.communes.get(school.commune)
-        if commune is not None:
-            places[uai] = (commune.code, commune.departement, commune.region)
-    return places
+def master_key(settings: Settings) -> bytes:
+    """The master pseudonymisation key (each convention's key, and the audit key, derive from it)."""
+    return settings.pseudonym_key.get_secret_value().encode()
 
 
-def hardwired_router(settings: Settings) -> HardWiredRouter:
-    """The foundation's router: one fixed convention per authority named in settings."""
-    by_level: dict[str, list[str]] = {"commune": [], "departement": [], "region": []}
-    for authority in settings.hardwired_authorities:
-        level, code = authority.split(":", 1)
-        by_level[level].append(code)
-    return HardWiredRouter(
-        tuple(by_level["commune"]),
-        tuple(by_level["departement"]),
-        tuple(by_level["region"]),
-        settings.pseudonym_key.get_secret_value().encode(),
-    )
+def aggregation_topic(settings: Settings) -> str:
+    """The processor's internal topic of headcount movements, keyed by convention and school."""
+    return f"{settings.topic_prefix}.aggregation"
 
 
-def build_pipeline(settings: Settings, geography: Geography) -> Pipeline:
-    """The pure pipeline the faust agent runs."""
-    places = school_places(geography)
+def processor_topics(settings: Settings) -> list[TopicSpec]:
+    """The topics of the processor beyond the pipeline's (they must exist before it starts)."""
+    return [TopicSpec(aggregation_topic(settings), settings.partitions)]
+
+
+def build_pipeline(settings: Settings, geography: Geography, router: Router, mode: Mode = "live") -> Pipeline:
+    """The pure pipeline the faust agent (or a backfill) runs, routing through ``router``."""
     return Pipeline(
-        router=hardwired_router(settings),
-        school_place=places.get,
+        router=router,
+        locate=Locator(geography),
         known_commune=geography.communes.__contains__,
-        deadletter_topic=settings.deadletter_topic,
-        delivery_topic=settings.delivery_topic,
+        topics=Topics(
+            deadletter=settings.deadletter_topic,
+            audit=settings.audit_topic,
+            aggregation=aggregation_topic(settings),
+            delivery=settings.delivery_topic,
+        ),
+        audit_key=audit_key(master_key(settings)),
+        mode=mode,
     )

@@ -86,3 +86,9 @@ def event_codec() -> Codec:
 def delivery_codec() -> Codec:
     """The codec of deliveries (``avro/delivery.avsc`` and its history)."""
     return _codec("delivery")
+
+
+@cache
+def audit_codec() -> Codec:
+    """The codec of audit records (``avro/audit.avsc`` and its history)."""
+    return _codec("audit")

@@ -70,6 +70,25 @@ def topics(settings: Settings) -> Callable[..., None]:
     return create
 
 
+EXAMPLE_CONVENTIONS = Path(__file__).parent.parent / "conventions"
+
+
+@pytest.fixture
+def publish_conventions(settings: Settings, topics: Callable[..., None]) -> Callable[..., dict[str, str]]:
+    """Publish example conventions of ``conventions/`` by id (the processor routes by them, live);
+    returns each one's delivery topic."""
+    from scolaflux.processors.conventions import load_convention
+    from scolaflux.processors.publish import publish
+
+    def publish_examples(*convention_ids: str) -> dict[str, str]:
+        topics()
+        chosen = [(cid, load_convention(EXAMPLE_CONVENTIONS / f"{cid}.yaml")) for cid in convention_ids]
+        publish(settings, chosen)
+        return {cid: settings.delivery_topic(cid) for cid in convention_ids}
+
+    return publish_examples
+
+
 @pytest.fixture
 def processor(settings: Settings, tmp_path: Path) -> Iterator[Callable[[], None]]:
     """Start the processor (a real faust worker process) when the test asks for it."""

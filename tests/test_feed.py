@@ -21,13 +21,14 @@ pytestmark = pytest.mark.broker
 
 LYON, VILLEURBANNE = "69123", "69266"
 LYCEE_DU_PARC = "0690026D"  # Lyon
+LYON_CONVENTION = "commune-69123-instruction"
 
 
 @pytest.fixture
-def commune_views(settings: Settings, topics) -> Iterator[dict[str, Engine]]:
+def commune_views(settings: Settings, publish_conventions) -> Iterator[dict[str, Engine]]:
     """Lyon's and Villeurbanne's arrivals-and-departures views, maintained in background threads."""
-    conventions = {c: f"demo-commune-{c}" for c in (LYON, VILLEURBANNE)}
-    topics(*conventions.values(), "demo-departement-69", "demo-region-84")
+    conventions = {LYON: LYON_CONVENTION, VILLEURBANNE: "commune-69266-instruction-absenteisme"}
+    publish_conventions(*conventions.values(), "departement-42-colleges", "region-84-lyon-lycees-mouvements")
     stop = threading.Event()
     engines = {}
     threads = []
@@ -111,5 +112,5 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_good_ones_through(
     assert "marker" in reasons["decode"] and "check letter" in reasons["invalid"]
     assert {r.value for r in dead} == {b"\x00not avro at all", event_codec().encode(invalid)}
     wait_for(lambda: counts(commune_views[LYON]).get("arrival") == 5, what="the five valid enrolments")
-    delivered = read_topic(settings, settings.delivery_topic(f"demo-commune-{LYON}"), 5)
+    delivered = read_topic(settings, settings.delivery_topic(LYON_CONVENTION), 5)
     assert {delivery_codec().decode(r.value)["subject"] for r in delivered} == {e.pupil.ine for e in good}

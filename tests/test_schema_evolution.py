@@ -241,9 +241,9 @@ def test_a_consumer_that_knows_only_v1_dead_letters_v2_records_instead_of_misrea
 
 
 @pytest.mark.broker
-def test_v1_and_v2_producers_feed_the_same_processor(settings: Settings, topics, processor) -> None:
-    convention = f"demo-commune-{LYON}"
-    topics(convention, "demo-commune-69266", "demo-commune-69259", "demo-departement-69", "demo-region-84")
+def test_v1_and_v2_producers_feed_the_same_processor(settings: Settings, publish_conventions, processor) -> None:
+    convention = "commune-69123-instruction"
+    publish_conventions(convention, "commune-69266-instruction-absenteisme", "region-84-lyon-lycees-mouvements")
     old = make_event("enrolment", ine="100000001AB", commune=LYON)
     new = make_event(
         "enrolment",

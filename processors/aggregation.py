@@ -1,0 +1,217 @@
+"""Aggregated conventions: headcounts by school and level, cells under a threshold suppressed.
+
+The per-event pipeline turns each event an aggregated convention covers into a ``Movement`` (a
+pupil, pseudonymised under the convention's key, enters, leaves or changes level at a school) on an
+internal topic keyed by convention and school. The aggregation stage keeps, per convention and
+school, which pupils are at which level, and publishes a cell's new value (its count, or
+"suppressed" under the threshold) only when that value changes.
+
+The state does not depend on the order movements arrive in: a pupil's place at a school is a fold
+of their movements there in event order (an erased record left out), so replays and backfills
+converge to the same counts. Cells are sets of pupils, not counters, so applying a movement twice
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import asdict, dataclass
+from typing import Any, Literal, Protocol
+
+from ..schemas.models import Correction, Enrolment, Erasure, Event, Transfer
+from .delivery import DELIVERY_NAMESPACE
+from .routing import Route
+
+Action = Literal["enter", "leave", "relevel", "erase_event"]
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """A change of one pupil's place in one aggregated convention's headcounts (internal record)."""
+
+    convention_id: str
+    version: int
+    authority_level: str
+    authority_code: str
+    threshold: int
+    school: str
+    pupil: str
+    action: Action
+    level: str | None
+    event_id: str
+    event_ref: str
+    target_ref: str | None
+    event_type: str
+    event_time: int
+    recorded_at: int
+
+    @property
+    def order(self) -> list[Any]:
+        """The total order of movements of one pupil: event time, then recording time, then id."""
+        return [self.event_time, self.recorded_at, self.event_id]
+
+    def to_bytes(self) -> bytes:
+        """The record on the aggregation topic (JSON: internal to the processor)."""
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Movement:
+        """A movement read from the aggregation topic."""
+        return cls(**json.loads(data))
+
+    @property
+    def partition_key(self) -> bytes:
+        """Key on the aggregation topic: one convention's school stays in one partition."""
+        return f"{self.convention_id}|{self.school}".encode()
+
+
+def movement(event: Event, route: Route, pupil: str, event_ref: str, target_ref: str | None) -> Movement | None:
+    """The headcount movement an event makes under an aggregated route, or None if it makes none."""
+    payload = event.payload
+    level: str | None = None
+    match payload:
+        case Enrolment():
+            action: Action = "enter"
+            level = payload.level
+        case Transfer():
+            action = "leave"
+        case Correction() if payload.level is not None:
+            action, level = "relevel", payload.level
+        case Erasure():
+            action = "leave" if payload.scope == "pupil" else "erase_event"
+        case _:
+            return None
+    return Movement(
+        convention_id=route.convention_id,
+        version=route.version,
+        authority_level=route.authority_level,
+        authority_code=route.authority_code,
+        threshold=route.threshold,
+        school=event.school,
+        pupil=pupil,
+        action=action,
+        level=level,
+        event_id=str(event.event_id),
+        event_ref=event_ref,
+        target_ref=target_ref,
+        event_type=event.event_type.value,
+        event_time=_ms(event.event_time),
+        recorded_at=_ms(event.recorded_at),
+    )
+
+
+class State(Protocol):
+    """A key-value state: a dict in tests, a faust Table in the processor (a missing key reads None)."""
+
+    def get(self, key: str, default: Any = None, /) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class CellValue:
+    """A cell as published: its count, or None when suppressed under the threshold."""
+
+    level: str
+    count: int | None
+
+
+def apply_movement(members: State, cells: State, move: Movement) -> list[CellValue]:
+    """Apply a movement to the state; returns the cells whose published value changed.
+
+    ``members`` maps convention|school|pupil to the pupil's movements there (deduplicated by event);
+    their place is a fold of those movements in event order, an erased record left out, so the
+    result does not depend on the order they arrive in. ``cells`` maps convention|school|level to
+    the sorted pupils in it. Both may be faust Tables. Cells are written before the membership, so
+    a crash between the writes is repaired by replaying the movement; a replay republishes the
+    touched cells, in case their delivery was lost.
+    """
+    member_key = f"{move.convention_id}|{move.school}|{move.pupil}"
+    stored: list[list[Any]] = members.get(member_key) or []
+    entry = [move.order, move.action, move.level, move.event_ref, move.target_ref]
+    replay = any(known[0] == move.order for known in stored)
+    entries = stored if replay else sorted([*stored, entry], key=lambda e: e[0])
+    old_level, new_level = place(stored), place(entries)
+    touched = [lv for lv in dict.fromkeys((old_level, new_level)) if lv is not None]
+    before = {lv: _published(len(cells.get(_cell_key(move, lv)) or ()), move.threshold) for lv in touched}
+    if old_level is not None and old_level != new_level:
+        _update_cell(cells, _cell_key(move, old_level), move.pupil, present=False)
+    if new_level is not None:
+        _update_cell(cells, _cell_key(move, new_level), move.pupil, present=True)
+    if not replay:
+        members[member_key] = entries
+    changed = []
+    for lv in touched:
+        after = _published(len(cells.get(_cell_key(move, lv)) or ()), move.threshold)
+        if replay or after != before[lv]:
+            changed.append(CellValue(lv, after))
+    return changed
+
+
+def place(entries: list[list[Any]]) -> str | None:
+    """The level a pupil is counted at (None: not counted), from their movements in event order."""
+    erased = {target for _, action, _, _, target in entries if action == "erase_event"}
+    level: str | None = None
+    for _, action, new_level, ref, _ in entries:
+        if ref in erased:
+            continue  # an erased record counts as never having happened
+        if action == "enter":
+            level = new_level
+        elif action == "leave":
+            level = None
+        elif action == "relevel" and level is not None:
+            level = new_level
+    return level
+
+
+def _cell_key(move: Movement, level: str) -> str:
+    return f"{move.convention_id}|{move.school}|{level}"
+
+
+def _update_cell(cells: State, key: str, pupil: str, present: bool) -> None:
+    pupils = set(cells.get(key) or ())
+    if (pupil in pupils) == present:
+        return
+    if present:
+        pupils.add(pupil)
+    else:
+        pupils.discard(pupil)
+    cells[key] = sorted(pupils)
+
+
+def _published(count: int, threshold: int) -> int | None:
+    return count if count >= threshold else None
+
+
+def cell_delivery(move: Movement, cell: CellValue, now: dt.datetime) -> dict[str, Any]:
+    """The delivery record of a cell's new value under an aggregated convention."""
+    suppressed = cell.count is None
+    return {
+        "delivery_id": str(uuid.uuid5(DELIVERY_NAMESPACE, f"{move.event_id}/{move.convention_id}/{cell.level}")),
+        "event_ref": move.event_ref,
+        "event_type": move.event_type,
+        "event_time": _datetime(move.event_time),
+        "recorded_at": _datetime(move.recorded_at),
+        "delivered_at": now,
+        "convention_id": move.convention_id,
+        "convention_version": move.version,
+        "authority_level": move.authority_level,
+        "authority_code": move.authority_code,
+        "identity_treatment": "aggregated",
+        "subject": None,
+        "fields": ["aggregate"],
+        "aggregate": {"school": move.school, "level": cell.level, "count": cell.count, "suppressed": suppressed},
+    }
+
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _ms(moment: dt.datetime) -> int:
+    return (moment - EPOCH) // dt.timedelta(milliseconds=1)
+
+
+def _datetime(ms: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(milliseconds=ms)

@@ -1,0 +1,29 @@
+"""The audit trail: who received what about a pupil, under which convention (registre des communications).
+
+Audit records name a pupil by a keyed hash of the INE under the audit key, so the académie (or a
+family's request, through the académie) can find every delivery about one pupil without the trail
+holding a single INE, and without it being joinable with any authority's pseudonyms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..infra.settings import Settings
+from ..schemas.codec import audit_codec
+from ..schemas.identifiers import normalise_ine
+from .identity import audit_key, pseudonym
+from .topics import read_to_end
+from .wiring import master_key
+
+
+def pupil_hash(settings: Settings, ine: str) -> str:
+    """How the audit trail names a pupil (``ValueError`` if ``ine`` is not an INE)."""
+    return pseudonym(audit_key(master_key(settings)), normalise_ine(ine))
+
+
+def pupil_audit(settings: Settings, ine: str) -> list[dict[str, Any]]:
+    """Every audit record about one pupil, oldest delivery first."""
+    wanted = pupil_hash(settings, ine).encode()
+    records = [audit_codec().decode(r.value) for r in read_to_end(settings, settings.audit_topic) if r.key == wanted]
+    return sorted(records, key=lambda r: (r["delivered_at"], r["convention_id"], r["event_time"]))

@@ -1,0 +1,163 @@
+"""Aggregated conventions: headcounts by school and level, suppressed under the threshold (pure)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from hypothesis import given
+from hypothesis import strategies as st
+from scolaflux.infra.settings import Settings
+from scolaflux.processors.aggregation import CellValue, Movement, apply_movement, cell_delivery
+from scolaflux.processors.conventions import Convention
+from scolaflux.processors.history import ConventionHistory
+from scolaflux.processors.routing import ConventionIndex
+from scolaflux.processors.wiring import aggregation_topic, build_pipeline, master_key
+from scolaflux.schemas.codec import delivery_codec
+from scolaflux.schemas.geography import load_geography
+
+from tests.conftest import make_event
+
+SCHOOL = "0690026D"  # Lycée du Parc, Lyon
+
+
+def move(pupil: str, action: str, level: str | None, t: int, **changes) -> Movement:
+    base = {
+        "convention_id": "region-84-test",
+        "version": 1,
+        "authority_level": "region",
+        "authority_code": "84",
+        "threshold": 3,
+        "school": SCHOOL,
+        "pupil": pupil,
+        "action": action,
+        "level": level,
+        "event_id": f"{pupil}-{t}",
+        "event_ref": f"ref-{pupil}-{t}",
+        "target_ref": None,
+        "event_type": "enrolment",
+        "event_time": t,
+        "recorded_at": t,
+    }
+    base.update(changes)
+    return Movement(**base)
+
+
+def counts(cells: dict) -> dict[str, int]:
+    return {key.rsplit("|", 1)[1]: len(pupils) for key, pupils in cells.items() if pupils}
+
+
+def test_a_cell_is_published_only_from_the_threshold_and_suppressed_below_it() -> None:
+    members, cells = {}, {}
+    published = [apply_movement(members, cells, move(f"p{n}", "enter", "2nde", n)) for n in range(4)]
+    assert published == [[], [], [CellValue("2nde", 3)], [CellValue("2nde", 4)]]
+    assert apply_movement(members, cells, move("p0", "leave", None, 10)) == [CellValue("2nde", 3)]
+    assert apply_movement(members, cells, move("p1", "leave", None, 11)) == [CellValue("2nde", None)]
+    assert apply_movement(members, cells, move("p2", "leave", None, 12)) == []  # still suppressed: nothing said
+    assert counts(cells) == {"2nde": 1}
+
+
+def test_a_movement_applied_twice_changes_nothing_but_republishes_its_cells() -> None:
+    members, cells = {}, {}
+    for n in range(3):
+        apply_movement(members, cells, move(f"p{n}", "enter", "2nde", n))
+    assert apply_movement(members, cells, move("p2", "enter", "2nde", 2)) == [CellValue("2nde", 3)]
+    assert counts(cells) == {"2nde": 3}
+
+
+def test_an_older_movement_arriving_late_takes_its_place_in_event_order() -> None:
+    members, cells = {}, {}
+    apply_movement(members, cells, move("p0", "leave", None, 20))
+    assert apply_movement(members, cells, move("p0", "enter", "2nde", 10)) == []
+    assert counts(cells) == {}  # enrolled at 10, left at 20: not counted
+    apply_movement(members, cells, move("p1", "relevel", "1re", 20))
+    apply_movement(members, cells, move("p1", "enter", "2nde", 10))
+    assert counts(cells) == {"1re": 1}  # enrolled in 2nde at 10, corrected to 1re at 20
+
+
+def test_a_level_correction_moves_the_pupil_between_cells_and_an_erasure_removes_the_record_it_names() -> None:
+    members, cells = {}, {}
+    for n in range(3):
+        apply_movement(members, cells, move(f"p{n}", "enter", "2nde", n))
+    changed = apply_movement(members, cells, move("p0", "relevel", "1re", 5, event_type="correction"))
+    assert changed == [CellValue("2nde", None)]  # 1re has one pupil: suppressed, and was already
+    assert counts(cells) == {"2nde": 2, "1re": 1}
+    assert apply_movement(members, cells, move("p1", "erase_event", None, 6, target_ref="ref-other")) == []
+    apply_movement(members, cells, move("p1", "erase_event", None, 7, target_ref="ref-p1-1"))
+    assert counts(cells) == {"2nde": 1, "1re": 1}
+    apply_movement(members, cells, move("p3", "erase_event", None, 9, target_ref="ref-p3-8"))  # before its target
+    apply_movement(members, cells, move("p3", "enter", "2nde", 8))
+    assert counts(cells) == {"2nde": 1, "1re": 1}
+
+
+MOVES = st.lists(
+    st.builds(
+        move,
+        pupil=st.sampled_from(["a", "b", "c", "d"]),
+        action=st.sampled_from(["enter", "leave", "relevel", "erase_event"]),
+        level=st.sampled_from(["2nde", "1re", "Tle"]),
+        t=st.integers(0, 40),
+        target_ref=st.sampled_from([f"ref-{p}-{t}" for p in "abcd" for t in range(41)]),
+    ),
+    max_size=30,
+    unique_by=lambda m: m.event_time,
+)
+
+
+@given(moves=MOVES, data=st.data())
+def test_headcounts_do_not_depend_on_the_order_or_repetition_of_movements(moves, data) -> None:
+    reference_members, reference = {}, {}
+    for m in sorted(moves, key=lambda m: m.order):
+        apply_movement(reference_members, reference, m)
+    shuffled = data.draw(st.permutations(moves + moves[: len(moves) // 2]))
+    members, cells = {}, {}
+    for m in shuffled:
+        apply_movement(members, cells, m)
+    assert counts(cells) == counts(reference)
+
+
+def test_the_pipeline_counts_lycee_enrolments_under_an_aggregated_convention_without_the_ine() -> None:
+    convention = Convention.model_validate(
+        {
+            "id": "region-84-test",
+            "version": 1,
+            "academy": "10",
+            "authority": {"level": "region", "code": "84"},
+            "legal_basis": [{"article": "L214-6", "text": "…"}],
+            "purposes": ["headcounts"],
+            "signed": dt.date(2026, 6, 1),
+            "valid_from": dt.date(2026, 7, 1),
+            "valid_until": dt.date(2027, 8, 31),
+            "status": "signed",
+            "population": {"basis": "schooling", "school_kinds": ["lycee"]},
+            "events": {"enrolment": ["school", "level"], "transfer": ["school", "level"]},
+            "identity": "aggregated",
+            "aggregation": {"threshold": 2},
+            "retention_days": 365,
+        }
+    )
+    settings = Settings(topic_prefix="agg", kafka_bootstrap="unused:9092")
+    index = ConventionIndex.build([ConventionHistory.first(convention)], master_key(settings))
+    pipeline = build_pipeline(settings, load_geography(["69"]), index)
+    members, cells = {}, {}
+    deliveries = []
+    for n in range(3):
+        event = make_event("enrolment", ine=f"{n:09d}AB", school=SCHOOL, event_id=uuid.uuid4())
+        outputs = pipeline.route(event)
+        assert {o.topic for o in outputs} == {aggregation_topic(settings), settings.audit_topic}
+        for output in outputs:
+            assert event.pupil.ine.encode() not in output.value
+            if output.topic == aggregation_topic(settings):
+                m = Movement.from_bytes(output.value)
+                for cell in apply_movement(members, cells, m):
+                    deliveries.append(delivery_codec().decode(delivery_codec().encode(cell_delivery(m, cell, now()))))
+    assert [d["aggregate"] for d in deliveries] == [
+        {"school": SCHOOL, "level": "2nde", "count": 2, "suppressed": False},
+        {"school": SCHOOL, "level": "2nde", "count": 3, "suppressed": False},
+    ]
+    assert all(d["subject"] is None and d["identity_treatment"] == "aggregated" for d in deliveries)
+    assert len({d["delivery_id"] for d in deliveries}) == 2
+
+
+def now() -> dt.datetime:
+    return dt.datetime(2026, 9, 2, tzinfo=dt.UTC)
