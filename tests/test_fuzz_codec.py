@@ -14,11 +14,8 @@ from scolaflux.schemas.errors import DecodeError, RejectedInput
 from scolaflux.schemas.validation import encode_event, parse_event
 
 from tests.conftest import make_event
-from tests.fuzz.strategies import events
+from tests.fuzz.strategies import SEEDS, events, mutated
 
-SEEDS = [encode_event(make_event(t)) for t in ("enrolment", "transfer", "absence", "correction", "erasure")] + [
-    encode_event(make_event("enrolment", payload={"level": "6e", "entry_date": "2026-09-01", "boarding": "day"}))
-]
 CODECS = {"event": event_codec(), "delivery": delivery_codec()}
 
 
@@ -30,26 +27,6 @@ def decode_or_refuse(codec: Codec, data: bytes) -> dict | None:
         assert str(error), "a refusal without a reason"
         assert error.reason == "decode"
         return None
-
-
-@st.composite
-def mutated(draw: st.DrawFn, seeds: list[bytes] = SEEDS) -> bytes:
-    """A valid single-object record, then bit flips, byte changes, insertions, deletions, a cut."""
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "cut"]))
-        at = draw(st.integers(0, len(data) - 1)) if data else 0
-        if op == "flip" and data:
-            data[at] ^= 1 << draw(st.integers(0, 7))
-        elif op == "set" and data:
-            data[at] = draw(st.integers(0, 255))
-        elif op == "insert":
-            data[at:at] = draw(st.binary(min_size=1, max_size=12))
-        elif op == "delete":
-            del data[at : at + draw(st.integers(1, 6))]
-        else:
-            del data[at:]
-    return bytes(data)
 
 
 @settings(max_examples=1000)

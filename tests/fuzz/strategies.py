@@ -17,6 +17,9 @@ from scolaflux.schemas.codec import AVRO_DIR, load_schema
 from scolaflux.schemas.geography import load_geography
 from scolaflux.schemas.identifiers import UAI_LETTERS, uai_check_letter
 from scolaflux.schemas.models import COLLEGE_LEVELS, FIRST_DEGREE_LEVELS, LYCEE_LEVELS, Event
+from scolaflux.schemas.validation import encode_event
+
+from tests.conftest import make_event
 
 Path = tuple[str | int, ...]
 
@@ -42,13 +45,14 @@ def _lyon_area() -> tuple[list[str], list[tuple[str, str]]]:
 
 
 @st.composite
-def events(draw: st.DrawFn) -> Event:
-    """A valid event of any type about a pupil of the Rhône, at a real or synthetic school there."""
+def events(draw: st.DrawFn, years: tuple[int, int] = (2020, 2030)) -> Event:
+    """A valid event of any type about a pupil of the Rhône, at a real or synthetic school there,
+    in a school year between ``years`` (first calendar years, inclusive)."""
     communes, schools = _lyon_area()
     school, kind = draw(st.sampled_from(schools))
     levels = {"ecole": FIRST_DEGREE_LEVELS, "college": COLLEGE_LEVELS}.get(kind, LYCEE_LEVELS)
     level = draw(st.sampled_from(levels))
-    school_year = draw(st.integers(2020, 2030))
+    school_year = draw(st.integers(*years))
     day = draw(st.dates(dt.date(school_year, 9, 1), dt.date(school_year + 1, 7, 5)))
     when = dt.datetime.combine(day, dt.time(8), tzinfo=dt.UTC)
     birth = draw(st.dates(dt.date(school_year - 20, 1, 1), dt.date(school_year - 3, 12, 31)))
@@ -228,3 +232,30 @@ def mutated_dicts(draw: st.DrawFn, record: dict[str, Any], planted: list[str]) -
         else:
             parent[path[-1]] = draw(values)
     return mutated
+
+
+# --- mutations of single-object bytes --------------------------------------------------------
+
+SEEDS = [  # valid single-object events of every type
+    encode_event(make_event(t)) for t in ("enrolment", "transfer", "absence", "correction", "erasure")
+] + [encode_event(make_event("enrolment", payload={"level": "6e", "entry_date": "2026-09-01", "boarding": "day"}))]
+
+
+@st.composite
+def mutated(draw: st.DrawFn, seeds: list[bytes] = SEEDS) -> bytes:
+    """A valid single-object record, then bit flips, byte changes, insertions, deletions, a cut."""
+    data = bytearray(draw(st.sampled_from(seeds)))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "set", "insert", "delete", "cut"]))
+        at = draw(st.integers(0, len(data) - 1)) if data else 0
+        if op == "flip" and data:
+            data[at] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set" and data:
+            data[at] = draw(st.integers(0, 255))
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=12))
+        elif op == "delete":
+            del data[at : at + draw(st.integers(1, 6))]
+        else:
+            del data[at:]
+    return bytes(data)
