@@ -62,6 +62,19 @@ class Flag:
 
 
 @dataclass
+class Probes:
+    """What a long-running process updates for its endpoints: a heartbeat its loop beats, a flag it
+    sets once it does its job (e.g. its partitions are assigned)."""
+
+    heartbeat: Heartbeat = field(default_factory=lambda: Heartbeat(max_age=60.0))
+    ready: Flag = field(default_factory=Flag)
+
+    def health(self) -> Health:
+        """The checks: live while the loop beats, ready once the flag is set."""
+        return Health(liveness={"loop": self.heartbeat}, readiness={"ready": self.ready})
+
+
+@dataclass
 class Health:
     """The named liveness and readiness checks of one process (no check: passes)."""
 

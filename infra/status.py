@@ -223,9 +223,14 @@ class Sampler:
         topics = self.reader.topics()
         groups = watched_groups(self.settings, self.reader.groups())
         commits = self.reader.commits(groups, deployment_topics(self.settings, topics))
-        targets, self.unconsumed = find_targets(self.settings, topics, commits)
-        self.missing = [] if self.settings.processor_group_id in groups else [self.settings.processor_group_id]
-        self.windows = {t: self.windows.get(t, {}) for t in targets}
+        found, self.unconsumed = find_targets(self.settings, topics, commits)
+        # A group once seen stays watched: Kafka keeps committed offsets for days, and an answer
+        # that misses a group (Tansu's ListGroups sometimes does) must not reset its window.
+        for target in found:
+            self.windows.setdefault(target, {})
+        targets = sorted(self.windows)
+        known = {t.group for t in targets}
+        self.missing = [] if self.settings.processor_group_id in known else [self.settings.processor_group_id]
         for target in targets:
             for partition, sample in self.reader.sample(target).items():
                 self.windows[target].setdefault(partition, deque(maxlen=self.max_samples)).append(sample)

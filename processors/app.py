@@ -17,10 +17,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections import Counter
 from typing import Any
 
 import faust
 
+from ..infra.health import Probes
+from ..infra.kafka import REASON_HEADER
+from ..infra.metrics import Metrics
 from ..infra.settings import Settings
 from ..schemas.codec import delivery_codec
 from .aggregation import Movement, apply_movement, cell_delivery
@@ -34,8 +38,17 @@ BATCH_SIZE = 2_000
 BATCH_WITHIN_SECONDS = 0.05
 
 
-def create_app(settings: Settings, pipeline: Pipeline, conventions: LiveConventions) -> faust.App:
-    """A faust app: one agent runs ``pipeline`` over the raw topic, one keeps the aggregated headcounts."""
+def create_app(
+    settings: Settings,
+    pipeline: Pipeline,
+    conventions: LiveConventions,
+    metrics: Metrics | None = None,
+    probes: Probes | None = None,
+) -> faust.App:
+    """A faust app: one agent runs ``pipeline`` over the raw topic, one keeps the aggregated headcounts.
+
+    ``metrics`` counts what it reads and writes; ``probes`` back its /livez and /readyz.
+    """
     app = faust.App(
         f"{settings.topic_prefix}-processor",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -61,8 +74,11 @@ def create_app(settings: Settings, pipeline: Pipeline, conventions: LiveConventi
                 origin = f"{message.topic}/{message.partition}/{message.offset}"
                 outputs.extend(pipeline.process(message.value, message.key, origin))
             await _send_all(app, outputs)
+            if metrics is not None:
+                _observe(metrics, settings, settings.raw_topic, len(events), outputs)
 
-    _aggregation_agent(app, settings, pipeline.topics.aggregation)
+    _aggregation_agent(app, settings, pipeline.topics.aggregation, metrics)
+    _watch(app, metrics, probes or Probes())
 
     @app.task
     async def load_conventions() -> None:
@@ -71,7 +87,7 @@ def create_app(settings: Settings, pipeline: Pipeline, conventions: LiveConventi
     return app
 
 
-def _aggregation_agent(app: faust.App, settings: Settings, topic_name: str) -> None:
+def _aggregation_agent(app: faust.App, settings: Settings, topic_name: str, metrics: Metrics | None) -> None:
     movements = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     members = app.Table("aggregation-members", default=None, partitions=settings.partitions)
     cells = app.Table("aggregation-cells", default=None, partitions=settings.partitions)
@@ -83,6 +99,37 @@ def _aggregation_agent(app: faust.App, settings: Settings, topic_name: str) -> N
             now = millis(dt.datetime.now(dt.UTC))
             outputs = [_cell_output(settings, move, cell, now) for cell in apply_movement(members, cells, move)]
             await _send_all(app, outputs)
+            if metrics is not None:
+                _observe(metrics, settings, topic_name, 1, outputs)
+
+
+def _observe(metrics: Metrics, settings: Settings, source: str, consumed: int, outputs: list[Output]) -> None:
+    """Count a batch: records read, deliveries by convention, dead letters by reason."""
+    metrics.event_consumed(source, consumed)
+    prefix = settings.delivery_topic("")
+    conventions: Counter[str] = Counter()
+    for output in outputs:
+        if output.topic == settings.deadletter_topic:
+            reason = dict(output.headers).get(REASON_HEADER, b"unknown").decode(errors="replace")
+            metrics.dead_lettered("processor", reason)
+        elif output.topic.startswith(prefix):
+            conventions[output.topic.removeprefix(prefix)] += 1
+    for convention, n in conventions.items():
+        metrics.delivered(convention, n)
+
+
+def _watch(app: faust.App, metrics: Metrics | None, probes: Probes) -> None:
+    """Liveness: a timer beats while the event loop turns. Readiness: partitions assigned. Rebalances counted."""
+
+    @app.on_partitions_assigned.connect
+    async def assigned(_app: faust.App, _assigned: Any, **_kwargs: Any) -> None:
+        probes.ready.set()
+        if metrics is not None:
+            metrics.rebalanced(app.conf.id)
+
+    @app.timer(1.0)
+    async def beat() -> None:
+        probes.heartbeat.beat()
 
 
 def _cell_output(settings: Settings, move: Movement, cell: Any, now: dt.datetime) -> Output:

@@ -29,7 +29,9 @@ def process() -> None:
     """Run the processor: raw events in, per-convention deliveries, audit records and dead letters out."""
     import faust
 
+    from ..infra.health import Probes, serve
     from ..infra.kafka import ensure_topics, pipeline_topics
+    from ..infra.metrics import Metrics
     from ..schemas.geography import load_geography
     from .app import create_app
     from .live import LiveConventions, delivery_topic_creator
@@ -42,7 +44,9 @@ def process() -> None:
     conventions = LiveConventions(
         settings.kafka_bootstrap, settings.conventions_topic, master_key(settings), delivery_topic_creator(settings)
     )
-    app = create_app(settings, build_pipeline(settings, geography, conventions), conventions)
+    metrics, probes = Metrics(), Probes()
+    serve(metrics, probes.health(), settings.metrics_port, settings.metrics_host)  # /metrics, /livez, /readyz
+    app = create_app(settings, build_pipeline(settings, geography, conventions), conventions, metrics, probes)
     faust.Worker(app, loglevel="INFO", quiet=True).execute_from_commandline()
 
 
