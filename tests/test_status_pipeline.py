@@ -155,33 +155,13 @@ def test_verdicts_lag_and_metrics_follow_a_running_pipeline(settings: Settings, 
         reports: list[StatusReport] = []
 
         def sample() -> StatusReport:
-            t0 = time.time()
             sampler.sample()
-            t1 = time.time()
             reports.append(sampler.report())
-            print("TIMING", t1 - t0, time.time() - t1, flush=True)
             return reports[-1]
 
         def falling_behind() -> bool:
             report = sample()
             mine, proc = group(report, view_group), group(report, processor_group)
-            print(
-                "DBG",
-                [
-                    (
-                        g.group[-20:],
-                        g.status,
-                        g.lag,
-                        g.lag_seconds,
-                        [
-                            (t.topic[-25:], [(p.partition, p.committed, p.end, p.status) for p in t.partitions])
-                            for t in g.topics
-                        ],
-                    )
-                    for g in report.groups
-                ],
-                flush=True,
-            )
             ages = [g.lag_seconds for r in reports[-3:] if (g := group(r, view_group)) and g.lag_seconds is not None]
             return bool(
                 mine
