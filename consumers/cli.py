@@ -80,7 +80,11 @@ def run(
     retention_days: Annotated[int | None, typer.Option(help="Delete rows older than this many days.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Most deliveries applied per transaction.")] = None,
 ) -> None:
-    """Keep AUTHORITY's view up to date from its delivery topics until stopped (SIGTERM, Ctrl-C)."""
+    """Keep AUTHORITY's view up to date from its delivery topics until stopped (SIGTERM, Ctrl-C).
+
+    Serves /metrics, /livez and /readyz on the metrics port while it runs.
+    """
+    from ..infra.health import Health, serve
     from ..infra.metrics import Metrics
     from .runner import ViewMaintainer
 
@@ -94,14 +98,21 @@ def run(
         topics_of(settings, who, convention),
         AuthorityView(who),
         open_engine(settings, who),
-        metrics=Metrics(),
+        metrics=(metrics := Metrics()),
         retention_days={None: days} if days else None,
         batch_size=batch_size,
     )
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    maintainer.run(stop)
+    worker = threading.Thread(target=maintainer.run, args=(stop,), name="view-maintainer", daemon=True)
+    checks = {"maintainer running": worker.is_alive}
+    serve(metrics, Health(liveness=checks, readiness=checks), settings.metrics_port, settings.metrics_host)
+    worker.start()
+    while worker.is_alive():
+        worker.join(1.0)
+    if not stop.is_set():
+        raise typer.Exit(1)  # the maintainer failed (its traceback is above)
 
 
 @app.command()
