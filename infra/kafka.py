@@ -20,20 +20,23 @@ ORIGIN_HEADER = "scolaflux.origin"
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """A topic to create: name, partitions and configs (e.g. ``cleanup.policy=compact``)."""
+    """A topic to create: name, partitions, configs (e.g. ``cleanup.policy=compact``) and replicas
+    (``Settings.replication_factor``)."""
 
     name: str
     partitions: int = 1
     configs: dict[str, str] = field(default_factory=dict)
+    replication: int = 1
 
 
 def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     """The topics every deployment has, whatever its conventions."""
+    replicas = settings.replication_factor
     return [
-        TopicSpec(settings.raw_topic, settings.partitions),
-        TopicSpec(settings.deadletter_topic, 1),
-        TopicSpec(settings.audit_topic, settings.partitions),
-        TopicSpec(settings.conventions_topic, 1, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.raw_topic, settings.partitions, replication=replicas),
+        TopicSpec(settings.deadletter_topic, 1, replication=replicas),
+        TopicSpec(settings.audit_topic, settings.partitions, replication=replicas),
+        TopicSpec(settings.conventions_topic, 1, {"cleanup.policy": "compact"}, replicas),
     ]
 
 
@@ -47,7 +50,9 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
     try:
         for spec in specs:  # one at a time: an existing topic must not fail the others
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.configs)])
+                admin.create_topics(
+                    [NewTopic(spec.name, spec.partitions, spec.replication, topic_configs=spec.configs)]
+                )
     finally:
         admin.close()
 

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
         "it sets false (Tansu answers UnknownError to kafka-python's and aiokafka's idempotent produce).",
     )
     topic_prefix: str = "scolaflux"
+    replication_factor: int = Field(
+        default=1,
+        ge=1,
+        description="Replicas of every topic the feed creates: 1 on the embedded broker, 3 on a production "
+        "cluster (whose min.insync.replicas of 2 would refuse acks=all writes to a topic with fewer).",
+    )
     partitions: int = Field(default=6, ge=1)
     data_dir: Path = Path("var")
     database_url: str | None = Field(

@@ -142,7 +142,10 @@ def delivery_topic_creator(settings: Settings) -> OnNew:
 
     async def create(convention_ids: list[str]) -> None:
         assert settings.kafka_bootstrap is not None
-        specs = [TopicSpec(settings.delivery_topic(c), settings.partitions) for c in convention_ids]
+        specs = [
+            TopicSpec(settings.delivery_topic(c), settings.partitions, replication=settings.replication_factor)
+            for c in convention_ids
+        ]
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, settings.kafka_bootstrap, specs)
 
     return create

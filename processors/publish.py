@@ -33,7 +33,10 @@ def publish(settings: Settings, conventions: Iterable[tuple[str, Convention]]) -
     changed = merge(read_histories(settings), conventions)
     if not changed:
         return []
-    topics = [TopicSpec(settings.delivery_topic(c), settings.partitions) for c in changed]
+    topics = [
+        TopicSpec(settings.delivery_topic(c), settings.partitions, replication=settings.replication_factor)
+        for c in changed
+    ]
     ensure_topics(settings.kafka_bootstrap, topics)
     producer = make_producer(settings)
     try:

@@ -22,7 +22,7 @@ def aggregation_topic(settings: Settings) -> str:
 
 def processor_topics(settings: Settings) -> list[TopicSpec]:
     """The topics of the processor beyond the pipeline's (they must exist before it starts)."""
-    return [TopicSpec(aggregation_topic(settings), settings.partitions)]
+    return [TopicSpec(aggregation_topic(settings), settings.partitions, replication=settings.replication_factor)]
 
 
 def build_pipeline(settings: Settings, geography: Geography, router: Router, mode: Mode = "live") -> Pipeline:

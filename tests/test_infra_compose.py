@@ -13,7 +13,9 @@ import pytest
 import typer
 import yaml
 from scolaflux.infra.cli import app
+from scolaflux.infra.kafka import pipeline_topics
 from scolaflux.infra.settings import Settings
+from scolaflux.processors.wiring import processor_topics
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_DIR = ROOT / "infra" / "compose"
@@ -68,8 +70,14 @@ def test_the_feed_runs_on_a_three_broker_kraft_cluster(compose: dict[str, Any]) 
         assert env["KAFKA_ADVERTISED_LISTENERS"] == f"PLAINTEXT://{name}:9092"
         assert int(env["KAFKA_DEFAULT_REPLICATION_FACTOR"]) == 3 and int(env["KAFKA_MIN_INSYNC_REPLICAS"]) == 2
         assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false", "topics are created by the code, with their configs"
-    bootstrap = services(compose, "scolaflux")["processor"]["environment"]["SCOLAFLUX_KAFKA_BOOTSTRAP"]
-    assert sorted(bootstrap.split(",")) == sorted(f"{name}:9092" for name in brokers)
+    env = services(compose, "scolaflux")["processor"]["environment"]
+    assert sorted(env["SCOLAFLUX_KAFKA_BOOTSTRAP"].split(",")) == sorted(f"{name}:9092" for name in brokers)
+    # every topic the feed creates has as many replicas as the cluster's default, more than min.insync.replicas
+    replicas = int(env["SCOLAFLUX_REPLICATION_FACTOR"])
+    assert replicas == 3 and all(replicas > int(e["KAFKA_MIN_INSYNC_REPLICAS"]) for e in envs.values())
+    settings = Settings(kafka_bootstrap="kafka-1:9092", replication_factor=replicas)
+    specs = [*pipeline_topics(settings), *processor_topics(settings)]
+    assert specs and all(spec.replication == replicas for spec in specs)
 
 
 def test_every_scolaflux_service_runs_a_real_command(compose: dict[str, Any]) -> None:
