@@ -286,7 +286,8 @@ def ingest_serve(
         raise typer.Exit(2) from None
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
     metrics = Metrics()
-    console.print(f"metrics on http://127.0.0.1:{metrics.serve(settings.metrics_port)}/metrics")
+    port = metrics.serve(settings.metrics_port, settings.metrics_host)
+    console.print(f"metrics on http://{settings.metrics_host}:{port}/metrics")
     with EventProducer(settings) as producer:
         app = create_app(registry, producer, settings.deadletter_topic, ack_timeout, metrics)
         uvicorn.run(app, host=host, port=port, log_level="info")
