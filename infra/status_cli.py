@@ -11,6 +11,7 @@ import time
 from typing import Annotated
 
 import typer
+from kafka.errors import KafkaError
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
@@ -91,10 +92,16 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Throughput, lag, rejects and view freshness per authority, with a Burrow-style verdict per
-    consumer group (OK, WARNING, REWIND, STALLED, STOPPED, ERROR). Exits 1 unless everything is OK."""
+    consumer group (OK, WARNING, REWIND, STALLED, STOPPED, ERROR). Exits 1 unless everything is OK,
+    2 if the broker cannot be read."""
     if interval <= 0 or window < interval:
         raise typer.BadParameter("--interval must be above 0 and --window at least one interval")
-    report = collect(_settings(), window, interval)
+    settings = _settings()
+    try:
+        report = collect(settings, window, interval)
+    except KafkaError as error:
+        typer.echo(f"cannot read the feed's offsets from {settings.kafka_bootstrap}: {error}", err=True)
+        raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -130,9 +137,12 @@ def run_monitor(settings: Settings, interval: float, samples: int, stop: threadi
             sampler = Sampler(settings, reader, max_samples=samples)
             while not stop.is_set():
                 began = time.monotonic()
-                sampler.sample()
-                export(sampler.report(), metrics)
-                sampled.set()
+                try:
+                    sampler.sample()
+                    export(sampler.report(), metrics)
+                    sampled.set()
+                except KafkaError as error:  # the broker is away: keep the last gauges, try again
+                    log.warning("monitor: could not sample the feed's offsets: %s", error)
                 heartbeat.beat()
                 stop.wait(max(0.0, interval - (time.monotonic() - began)))
     finally:
