@@ -169,3 +169,43 @@ def test_a_history_survives_the_topic_and_garbage_is_refused() -> None:
         ConventionHistory.from_bytes(b'{"id": "x", "versions": [{"id": "x"}]}')
     with pytest.raises(ConfigError, match="versions: not a convention history"):
         ConventionHistory.from_bytes(b"\x00 not json")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def test_acl_gives_each_authority_its_own_delivery_topics_only() -> None:
+    result = CliRunner().invoke(app, ["conventions", "acl", str(EXAMPLES), "--bootstrap", "kafka:9092"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    lyon = [line for line in lines if "User:commune-69123 " in line]
+    assert len(lyon) == 2 and all("kafka-acls.sh --bootstrap-server kafka:9092 --add" in line for line in lyon)
+    assert any("--topic scolaflux.delivery.commune-69123-instruction" in line for line in lyon)
+    assert not any("departement" in line or "region" in line for line in lyon)
+    assert sum("--operation Write" in line for line in lines) == 2  # the processor only
+
+
+@pytest.mark.broker
+def test_publish_adds_versions_and_refuses_a_changed_text_under_a_published_version(settings, topics, tmp_path) -> None:
+    from scolaflux.infra.settings import settings_env
+
+    topics()
+    env = settings_env(settings)
+    first = CliRunner().invoke(app, ["conventions", "publish", str(EXAMPLES)], env=env)
+    count = len(convention_files(EXAMPLES))
+    assert first.exit_code == 0 and f"{count} changed, 0 unchanged" in first.output, first.output
+    again = CliRunner().invoke(app, ["conventions", "publish", str(EXAMPLES)], env=env)
+    assert f"0 changed, {count} unchanged" in again.output
+    name = "departement-42-colleges.yaml"
+    text = (EXAMPLES / name).read_text(encoding="utf-8").replace("retention_days: 730", "retention_days: 365")
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    changed = CliRunner().invoke(app, ["conventions", "publish", str(tmp_path)], env=env)
+    assert changed.exit_code == 1
+    assert f"{tmp_path / name}: version: version 1 is already published with another text" in changed.output
+    amended = text.replace("version: 1", "version: 2\neffective_from: 2026-11-01T00:00:00+01:00")
+    (tmp_path / name).write_text(amended, encoding="utf-8")
+    ok = CliRunner().invoke(app, ["conventions", "publish", str(tmp_path)], env=env)
+    assert "published departement-42-colleges version 2 (signed)" in ok.output, ok.output
+    listing = CliRunner().invoke(app, ["conventions", "list"], env=env)
+    assert "departement-42-colleges  v2  signed  pseudonymised  departement 42" in listing.output
+    assert "(2 version(s))" in listing.output and len(listing.output.splitlines()) == count

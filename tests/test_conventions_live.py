@@ -102,6 +102,43 @@ def test_signing_amending_suspending_and_ending_take_effect_while_events_flow(
     }
     assert len(read_histories(settings)[LOIRE].versions) == 6
     _check_audit(settings, sent, expected)
+    _check_headcounts(settings)
+
+
+def _check_headcounts(settings: Settings) -> None:
+    """The région's aggregated convention, signed last, counts lycée enrolments: a cell is published
+    from the threshold (5) on, without a pupil in it."""
+    lycee = next(s.uai for s in load_geography(["42"]).schools_in_commune(SAINT_ETIENNE) if s.kind == "lycee")
+    headcounts = "region-84-lyon-lycees-effectifs"
+    publish(settings, [(headcounts, load_convention(EXAMPLE_CONVENTIONS / f"{headcounts}.yaml"))])
+    pupils = [
+        make_event(
+            "enrolment",
+            ine=f"{n:09d}HC",
+            commune=SAINT_ETIENNE,
+            school=lycee,
+            payload={"level": "2nde", "track": "GT", "entry_date": at(12 + n).date()},
+            event_time=at(12 + n),
+            recorded_at=at(12 + n),
+        )
+        for n in range(6)
+    ]
+    with EventProducer(settings) as producer:
+        for event in pupils:
+            producer.send(event)
+
+    def cells() -> list[dict[str, Any]]:
+        records = list(read_to_end(settings, settings.delivery_topic(headcounts)))
+        assert not any(e.pupil.ine.encode() in r.value for e in pupils for r in records)
+        return [delivery_codec().decode(r.value) for r in records]
+
+    found = wait_for(lambda: len(cells()) >= 2 and cells(), timeout=60, what="the headcount cells")
+    assert [d["aggregate"] for d in found] == [
+        {"school": lycee, "level": "2nde", "count": n, "suppressed": False} for n in (5, 6)
+    ]
+    assert {(d["subject"], d["identity_treatment"], d["convention_version"]) for d in found} == {
+        (None, "aggregated", 1)
+    }
 
 
 def _await_processed(settings: Settings, events: list[Event]) -> None:
