@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+import statistics
 import time
 import uuid
 
+from ...producers.simulator import Simulator
+from ...producers.snapshot_sample import write_sample_pair
 from ..kafka import TopicSpec
+from ..settings import settings_env
 from .ceiling import measure_ceiling
 from .conventions import covered_communes, synthetic_conventions
 from .core import RoutingWorkload, bench_pipeline, measure_pipeline, simulated_events
 from .figures import Goal
+from .latency import Follower, paced_produce, percentiles
+from .processor import ProcessorRig, delivered, wait_for_one_generation
 from .records import end_offsets, produce, read_span
-from .runner import Bench, Section
+from .runner import NATIONAL_RENTREE, Bench, Section
 from .views import apply_rate, deliveries_of, drop_schema, postgres_engine, prepare_topic, sqlite_engine
-from .workers import start
+from .workers import run_measured, start
 
 PASSTHROUGH_VALUE_SIZE = 300
+WARM_UP_EVENTS = 500
 
 
 def ceiling(bench: Bench) -> None:
@@ -138,10 +146,188 @@ def views(bench: Bench) -> None:
             drop_schema(url, schema)
 
 
+def processor(bench: Bench) -> None:
+    """The processor end to end (real faust workers), one worker then two in one group."""
+    sizes = bench.sizes
+    how = "events pre-produced to the raw topic; first to last audit record (worker start, group join excluded)"
+    one = bench.figure(
+        "processor.throughput",
+        f"processor: source events/s, 1 worker, {sizes.conventions} conventions",
+        "rate",
+        Goal(25_000, True),
+        True,
+        note=how,
+    )
+    rentree = bench.figure(
+        "rentree.minutes",
+        f"national rentrée ({NATIONAL_RENTREE / 1e6:.1f} M enrolments) at that rate",
+        "minutes",
+        Goal(10, False),
+        note="12.4 M / processor events per second (1 worker)",
+    )
+    two = bench.figure(
+        "processor.two_workers", "processor: source events/s, 2 workers in one group", "rate", None, True
+    )
+    same = bench.figure(
+        "processor.identical",
+        "2 workers vs 1: identical deliveries",
+        "check",
+        Goal(1, True),
+        note="every event's deliveries (delivery time aside) and every headcount cell's final count",
+    )
+    conventions = synthetic_conventions(bench.geography, sizes.conventions)
+    communes = covered_communes(bench.geography, conventions)
+    runs = bench.options.runs
+    count = sizes.processor_events
+    events = simulated_events(bench.geography, communes, count * runs + WARM_UP_EVENTS)
+    warm_up, chunks = events[:WARM_UP_EVENTS], [events[WARM_UP_EVENTS + i * count :][:count] for i in range(runs)]
+    pipeline = bench_pipeline(bench.settings("expected"), bench.geography, conventions)
+    audits = [measure_pipeline(pipeline, chunk).audits for chunk in [warm_up, *chunks]]
+    rigs = []
+    for workers, figure in ((1, one), (2, two)):
+        rig = ProcessorRig(bench.settings(f"processor{workers}"), conventions)
+        rigs.append(rig)
+        try:
+            started = [rig.start_worker() for _ in range(workers)]
+            wait_for_one_generation(started)
+            rig.run(warm_up, audits[0])
+            for chunk, expected in zip(chunks, audits[1:], strict=True):
+                span = rig.run(chunk, expected)
+                figure.values.append(len(chunk) / span.seconds)
+                if workers == 1:
+                    rentree.values.append(NATIONAL_RENTREE / figure.values[-1] / 60)
+            rig.wait_until_quiet()
+        finally:
+            rig.stop()
+    first, second = (delivered(rig.settings, conventions) for rig in rigs)
+    same.values.append(1.0 if first == second and first.total else 0.0)
+    same.note += (
+        f"; {first.total:,} and {second.total:,} distinct deliveries ({first.records:,}, {second.records:,} records)"
+    )
+
+
+def memory(bench: Bench) -> None:
+    """Peak resident memory of a processor worker routing through many conventions."""
+    sizes = bench.sizes
+    figure = bench.figure(
+        "processor.memory",
+        f"processor peak memory, {sizes.many_conventions:,} conventions",
+        "bytes",
+        Goal(250e6, False),
+        note="max RSS of the worker process (wait4 rusage) after its runs",
+    )
+    conventions = synthetic_conventions(bench.geography, sizes.many_conventions)
+    events = simulated_events(bench.geography, covered_communes(bench.geography, conventions), sizes.processor_events)
+    pipeline = bench_pipeline(bench.settings("expected"), bench.geography, conventions)
+    audits = measure_pipeline(pipeline, events).audits
+    for _ in range(bench.options.runs if not bench.options.quick else 1):
+        rig = ProcessorRig(bench.settings("memory", partitions=1), conventions)
+        try:
+            rig.start_worker()
+            span = rig.run(events, audits)
+        finally:
+            figure.values.extend(rig.stop())
+    figure.note += f"; {len(events) / span.seconds:,.0f} events/s"
+
+
+LATENCY_AUTHORITIES = ("bench-commune-69123", "bench-dep-69", "bench-region-10")
+"""Whose views the latency is measured at: Lyon, the Rhône, the région académique of Lyon."""
+
+
+def latency(bench: Bench) -> None:
+    """Latency from production to view update at a steady rate (1 worker, a few authorities' views)."""
+    sizes = bench.sizes
+    rate = sizes.latency_rate
+    how = "recorded_at = production time; view = commit of the SQLite transaction applying it"
+    p50 = bench.figure("latency.p50", f"end-to-end latency p50, {rate:,.0f} events/s", "seconds", note=how)
+    p99 = bench.figure("latency.p99", f"end-to-end latency p99, {rate:,.0f} events/s", "seconds", Goal(0.25, False))
+    conventions = synthetic_conventions(bench.geography, sizes.conventions)
+    settings = bench.settings("latency")
+    communes = [c.code for c in bench.geography.communes_in_departement("69") if c.population > 0]
+    warm_up = simulated_events(bench.geography, communes, WARM_UP_EVENTS, seed=2)
+    audits = measure_pipeline(bench_pipeline(settings, bench.geography, conventions), warm_up).audits
+    rig = ProcessorRig(settings, conventions)
+    followers: list[Follower] = []
+    try:
+        wait_for_one_generation([rig.start_worker()])
+        rig.run(warm_up, audits)
+        for authority in LATENCY_AUTHORITIES:
+            topic = settings.delivery_topic(authority)
+            followers.append(Follower(settings, [topic], settings.data_dir / f"{authority}.sqlite").start())
+        simulator = Simulator(bench.geography, communes, seed=3, pupils_per_commune=None, scale=0.3)
+        records = simulator.records()
+        for _ in range(bench.options.runs):
+            since = dt.datetime.now(dt.UTC)
+            for follower in followers:
+                follower.since, follower.latencies = since, []
+            sent = paced_produce(settings, records, rate, sizes.latency_seconds)
+            measured = settle(followers)
+            low, high = percentiles(measured)
+            p50.values.append(low)
+            p99.values.append(high)
+        p99.note = f"{sent / sizes.latency_seconds:,.0f} events/s sent, {len(measured):,} deliveries measured per run"
+    finally:
+        for follower in followers:
+            follower.stop()
+        rig.stop()
+
+
+def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0) -> list[float]:
+    """The followers' latencies once none has applied anything for ``quiet`` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    while time.monotonic() < deadline:
+        errors = [f.error for f in followers if f.error is not None]
+        if errors:
+            raise RuntimeError(f"a view failed: {errors[0]!r}")
+        count = sum(len(f.latencies) for f in followers)
+        if count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return [x for f in followers for x in f.latencies]
+        time.sleep(0.2)
+    raise TimeoutError(f"views still applying after {timeout:.0f}s")
+
+
+SNAPSHOT_DEPARTEMENTS = ("69", "38", "13", "59", "75", "33")
+
+
+def snapshot(bench: Bench) -> None:
+    """Peak memory of the snapshot-diff import of a pair of exports (scolaflux import snapshot)."""
+    rows = bench.sizes.snapshot_rows
+    figure = bench.figure(
+        "snapshot.memory",
+        f"snapshot import peak memory, {rows:,}-row pair",
+        "bytes",
+        Goal(200e6, False),
+        note="max RSS of `scolaflux import snapshot` (wait4 rusage), events sent to the broker",
+    )
+    settings = bench.settings("snapshot")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    previous, current = settings.data_dir / "previous.csv", settings.data_dir / "current.csv"
+    write_sample_pair(previous, current, bench.geography, SNAPSHOT_DEPARTEMENTS, rows)
+    args = ["-m", "scolaflux.infra.cli", "import", "snapshot", str(previous), str(current)]
+    args += ["--as-of", "2026-12-01", "--force", "--rejects", str(settings.data_dir / "rejects.csv")]
+    seconds = []
+    for run in range(bench.options.runs):
+        log_path = settings.data_dir / f"import-{run}.log"
+        code, rss, elapsed = run_measured(args, settings_env(settings), log_path, timeout=1800)
+        if code != 0:
+            tail = log_path.read_text(errors="replace").splitlines()[-3:]
+            raise RuntimeError(f"import exited {code}: {' '.join(tail)}")
+        figure.values.append(rss)
+        seconds.append(elapsed)
+    figure.note += f"; {statistics.median(seconds):.0f} s each"
+
+
 SECTIONS: dict[str, Section] = {
     "ceiling": ceiling,
     "faust": faust_passthrough,
     "core": core,
+    "processor": processor,
+    "memory": memory,
     "views": views,
+    "latency": latency,
+    "snapshot": snapshot,
 }
 """Every section, in the order they run (``--only`` picks some)."""

@@ -1,0 +1,112 @@
+"""End-to-end latency: from an event's production to the update of the views it reaches.
+
+Events are written at a steady rate, each with its recording time (``recorded_at``) set to the
+moment it is produced; the views of a few authorities (a commune, its département, its région),
+each on its own delivery topic and its own SQLite database as deployed, apply what they receive
+with the views' own ``apply_batch``. The latency of a delivery is the time from that production to
+the commit of the view transaction that applied it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import statistics
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ...consumers.runner import assign_all
+from ...consumers.store import Record, apply_batch, make_engine, view_url
+from ...consumers.views import AuthorityView
+from ...producers.simulator import Record as EventRecord
+from ...producers.simulator import avro_datum
+from ...schemas.codec import event_codec
+from ..kafka import make_consumer
+from ..settings import Settings
+from .records import bulk_producer
+
+
+@dataclass
+class Follower:
+    """A view applying one authority's delivery topics in a thread, noting each delivery's latency."""
+
+    settings: Settings
+    topics: Sequence[str]
+    database: Path
+    since: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    latencies: list[float] = field(default_factory=list)
+    error: BaseException | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Follower:
+        """Start following (from the topics' start; only deliveries recorded after ``since`` count)."""
+        self._thread = threading.Thread(target=self._run, name="bench-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop and wait for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        try:
+            engine = make_engine(view_url(None, self.database.parent, self.database.stem))
+            view = AuthorityView(None)
+            view.create(engine)
+            consumer = make_consumer(self.settings, None, receive_message_max_bytes=64 * 2**20)
+            assign_all(consumer, list(self.topics))
+            while not self._stop.is_set():
+                polled = consumer.poll(timeout_ms=100)
+                records = [
+                    Record(m.topic, m.partition, m.offset, m.value, list(m.headers or []))
+                    for messages in polled.values()
+                    for m in messages
+                ]
+                if not records:
+                    continue
+                outcome = apply_batch(engine, records, view)
+                now = dt.datetime.now(dt.UTC)
+                self.latencies.extend(
+                    (now - item.recorded_at).total_seconds()
+                    for item in outcome.applied
+                    if item.recorded_at >= self.since
+                )
+            consumer.close(autocommit=False)
+            engine.dispose()
+        except BaseException as exc:  # reported by the caller
+            self.error = exc
+
+
+def paced_produce(settings: Settings, records: Iterator[EventRecord], rate: float, seconds: float) -> int:
+    """Produce events at ``rate`` per second for ``seconds``, each recorded at its production time."""
+    assert settings.kafka_bootstrap is not None
+    producer = bulk_producer(settings.kafka_bootstrap)
+    codec = event_codec()
+    started = time.perf_counter()
+    sent = 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        due = int(elapsed * rate) + 1
+        while sent < due:
+            record = next(records)
+            now = dt.datetime.now(dt.UTC)
+            record = {**record, "recorded_at": max(now, record["event_time"])}
+            producer.produce(settings.raw_topic, codec.encode(avro_datum(record)), record["pupil"]["ine"].encode())
+            sent += 1
+        producer.poll(0)
+        time.sleep(0.001)
+    if producer.flush(60):
+        raise RuntimeError("events not acknowledged within 60 s")
+    return sent
+
+
+def percentiles(latencies: Sequence[float]) -> tuple[float, float]:
+    """The median and the 99th percentile."""
+    if len(latencies) < 2:
+        raise ValueError(f"{len(latencies)} latencies measured: too few for percentiles")
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return cuts[49], cuts[98]
