@@ -59,3 +59,14 @@ def withdraw(settings: Settings, convention_id: str) -> None:
         producer.send(settings.conventions_topic, key=convention_id.encode(), value=None).get(timeout=30)
     finally:
         producer.close()
+
+
+def conventions_of(settings: Settings, level: str, code: str) -> list[str]:
+    """The ids of the published conventions of one authority (``commune``, ``69123``): its view reads
+    their delivery topics. Ended and withdrawn conventions are left out."""
+    return sorted(
+        history.id
+        for history in read_histories(settings).values()
+        if (history.latest.authority.level, history.latest.authority.code) == (level, code)
+        and history.latest.status != "ended"
+    )

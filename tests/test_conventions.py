@@ -19,6 +19,7 @@ from scolaflux.processors.conventions import (
     load_directory,
 )
 from scolaflux.processors.history import ConventionHistory, merge
+from scolaflux.processors.publish import conventions_of
 from scolaflux.schemas.errors import ConfigError
 from scolaflux.schemas.geography import load_geography
 from typer.testing import CliRunner
@@ -206,6 +207,10 @@ def test_publish_adds_versions_and_refuses_a_changed_text_under_a_published_vers
     (tmp_path / name).write_text(amended, encoding="utf-8")
     ok = CliRunner().invoke(app, ["conventions", "publish", str(tmp_path)], env=env)
     assert "published departement-42-colleges version 2 (signed)" in ok.output, ok.output
+    assert conventions_of(settings, "region", "84") == [
+        "region-84-lyon-lycees-effectifs",
+        "region-84-lyon-lycees-mouvements",
+    ]
     listing = CliRunner().invoke(app, ["conventions", "list"], env=env)
     assert "departement-42-colleges  v2  signed  pseudonymised  departement 42" in listing.output
     assert "(2 version(s))" in listing.output and len(listing.output.splitlines()) == count
