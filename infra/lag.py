@@ -103,7 +103,9 @@ class LagReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=10,
-            max_partition_fetch_bytes=64 * 1024,
+            # only the first record after each position matters: small fetches, no CRC pass in Python
+            max_partition_fetch_bytes=4 * 1024,
+            check_crcs=False,
             request_timeout_ms=10_000,
         )
         self._admin: KafkaAdminClient | None = None
@@ -150,8 +152,14 @@ class LagReader:
 
     def commits(self, groups: Iterable[str], topics: Iterable[str]) -> dict[str, set[str]]:
         """For each group, the topics among ``topics`` on which it has committed an offset."""
+        return {
+            group: {topic for topic, _p in offsets} for group, offsets in self.all_committed(groups, topics).items()
+        }
+
+    def all_committed(self, groups: Iterable[str], topics: Iterable[str]) -> dict[str, dict[tuple[str, int], int]]:
+        """For each group, its committed offsets on every partition of ``topics`` (one request a group)."""
         partitions = [(topic, p) for topic in sorted(topics) for p in self.partitions(topic)]
-        return {group: {topic for topic, _p in self.committed(group, partitions)} for group in groups}
+        return {group: self.committed(group, partitions) for group in groups}
 
     def beginnings(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
         """The first offset still in the log of each partition."""
@@ -159,48 +167,82 @@ class LagReader:
         return {tp.partition: offset for tp, offset in self._probe.beginning_offsets(tps).items()}
 
     def heads(self, topic: str, positions: dict[int, int]) -> dict[int, Head]:
+        """Fetch each partition of ``topic`` at its position (see ``fetch_heads``)."""
+        found = self.fetch_heads({TopicPartition(topic, p): offset for p, offset in positions.items()})
+        return {tp.partition: head for tp, head in found.items()}
+
+    def fetch_heads(self, positions: dict[TopicPartition, int]) -> dict[TopicPartition, Head]:
         """Fetch each partition at its position: the log end, and the first record after the position.
 
-        Partitions that do not answer within ``fetch_timeout`` are missing from the result.
+        One assignment for all of them; partitions that do not answer within ``fetch_timeout`` are
+        missing from the result.
         """
-        tps = {TopicPartition(topic, p): offset for p, offset in positions.items()}
         consumer = self._probe
         consumer.assign([])  # forget high watermarks from an earlier round
-        consumer.assign(list(tps))
-        for tp, offset in tps.items():
+        consumer.assign(list(positions))
+        for tp, offset in positions.items():
             consumer.seek(tp, offset)
         firsts: dict[TopicPartition, tuple[float | None, bytes | None]] = {}
-        found: dict[int, Head] = {}
+        found: dict[TopicPartition, Head] = {}
         deadline = time.monotonic() + self.fetch_timeout
-        while len(found) < len(tps) and time.monotonic() < deadline:
+        while len(found) < len(positions) and time.monotonic() < deadline:
             for tp, records in consumer.poll(timeout_ms=50).items():
                 if tp not in firsts and records:
                     first = records[0]
                     firsts[tp] = (first.timestamp / 1000 if first.timestamp >= 0 else None, first.value)
                     consumer.pause(tp)
-            for tp, offset in tps.items():
+            for tp, offset in positions.items():
                 highwater = consumer.highwater(tp)
-                if tp.partition in found or highwater is None:
+                if tp in found or highwater is None:
                     continue
                 if tp in firsts:
-                    found[tp.partition] = Head(highwater, *firsts[tp])
+                    found[tp] = Head(highwater, *firsts[tp])
                 elif highwater <= offset:
-                    found[tp.partition] = Head(highwater)
+                    found[tp] = Head(highwater)
         consumer.assign([])
         return found
 
-    def sample(self, target: Target) -> dict[int, Sample]:
-        """One sample of every partition of the target's topic (partitions that cannot be read are left out)."""
+    def positions(self, target: Target, committed: dict[tuple[str, int], int] | None = None) -> dict[int, int]:
+        """Where ``target``'s group stands on each partition: its committed offset, else the log start.
+
+        ``committed``: the group's committed offsets if already read (else they are read here).
+        """
         partitions = self.partitions(target.topic)
-        if not partitions:
-            return {}
-        committed = self.committed(target.group, [(target.topic, p) for p in partitions])
+        if committed is None:
+            committed = self.committed(target.group, [(target.topic, p) for p in partitions])
         missing = [p for p in partitions if (target.topic, p) not in committed]
         beginnings = self.beginnings(target.topic, missing) if missing else {}
-        positions = {p: committed.get((target.topic, p), beginnings.get(p, 0)) for p in partitions}
-        heads = self.heads(target.topic, positions)
-        at = time.time()
-        return {p: Sample(at, positions[p], max(head.end, positions[p]), head.first_time) for p, head in heads.items()}
+        return {p: committed.get((target.topic, p), beginnings.get(p, 0)) for p in partitions}
+
+    def sample(self, target: Target) -> dict[int, Sample]:
+        """One sample of every partition of the target's topic (partitions that cannot be read are left out)."""
+        return self.sample_all([target])[target]
+
+    def sample_all(
+        self, targets: Iterable[Target], committed: dict[str, dict[tuple[str, int], int]] | None = None
+    ) -> dict[Target, dict[int, Sample]]:
+        """One sample of every partition of each target, fetching as many targets at once as can be
+        (two groups on the same partition need two rounds). ``committed``: offsets already read, by group."""
+        known = committed or {}
+        where = {target: self.positions(target, known.get(target.group)) for target in targets}
+        rounds: list[dict[TopicPartition, int]] = []
+        owners: list[dict[TopicPartition, Target]] = []
+        for target, positions in where.items():
+            tps = {TopicPartition(target.topic, p): offset for p, offset in positions.items()}
+            i = next((i for i, r in enumerate(rounds) if r.keys().isdisjoint(tps)), len(rounds))
+            if i == len(rounds):
+                rounds.append({})
+                owners.append({})
+            rounds[i].update(tps)
+            owners[i].update(dict.fromkeys(tps, target))
+        samples: dict[Target, dict[int, Sample]] = {target: {} for target in where}
+        for positions, owner in zip(rounds, owners, strict=True):
+            heads = self.fetch_heads(positions)
+            at = time.time()
+            for tp, head in heads.items():
+                offset = positions[tp]
+                samples[owner[tp]][tp.partition] = Sample(at, offset, max(head.end, offset), head.first_time)
+        return samples
 
     def reasons(self, topic: str, since: dict[int, int], until: dict[int, int], limit: int = 10_000) -> dict[str, int]:
         """Counts of the reason header of the records in ``[since, until)`` on each partition of ``topic``."""

@@ -222,7 +222,8 @@ class Sampler:
         """Rediscover the groups and their topics, then take one sample of each."""
         topics = self.reader.topics()
         groups = watched_groups(self.settings, self.reader.groups())
-        commits = self.reader.commits(groups, deployment_topics(self.settings, topics))
+        committed = self.reader.all_committed(groups, deployment_topics(self.settings, topics))
+        commits = {group: {topic for topic, _p in offsets} for group, offsets in committed.items()}
         found, self.unconsumed = find_targets(self.settings, topics, commits)
         # A group once seen stays watched: Kafka keeps committed offsets for days, and an answer
         # that misses a group (Tansu's ListGroups sometimes does) must not reset its window.
@@ -231,8 +232,8 @@ class Sampler:
         targets = sorted(self.windows)
         known = {t.group for t in targets}
         self.missing = [] if self.settings.processor_group_id in known else [self.settings.processor_group_id]
-        for target in targets:
-            for partition, sample in self.reader.sample(target).items():
+        for target, samples in self.reader.sample_all(targets, committed).items():
+            for partition, sample in samples.items():
                 self.windows[target].setdefault(partition, deque(maxlen=self.max_samples)).append(sample)
         self.members = {g: self.reader.members_active(g) for g in {t.group for t in targets}}
         if self.settings.deadletter_topic in topics:
