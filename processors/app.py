@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -53,6 +54,7 @@ def create_app(
         f"{settings.topic_prefix}-processor",
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
+        datadir=str(_data_dir(settings) / "{conf.name}-data"),
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication_factor,
         topic_allow_declare=True,
@@ -86,6 +88,13 @@ def create_app(
         await conventions.catch_up()
 
     return app
+
+
+def _data_dir(settings: Settings) -> Path:
+    """Where faust keeps its local data: under the data directory, not the working directory."""
+    path = settings.data_dir / "faust"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _aggregation_agent(app: faust.App, settings: Settings, topic_name: str, metrics: Metrics | None) -> None:
