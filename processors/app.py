@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 2_000
 BATCH_WITHIN_SECONDS = 0.05
+SEND_TIMEOUT_SECONDS = 120.0
 
 
 def create_app(
@@ -63,6 +64,11 @@ def create_app(
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,
         broker_commit_every=BATCH_SIZE,
+        # Short group timeouts: the embedded broker completes a join only when the rebalance
+        # timeout runs out, and faust's defaults would delay every start by 30 s or more.
+        broker_session_timeout=10.0,
+        broker_rebalance_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         web_enabled=False,
     )
     raw = app.topic(settings.raw_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
@@ -155,4 +161,6 @@ async def _send_all(app: faust.App, outputs: list[Output]) -> None:
         for o in outputs
     ]
     if pending:
-        await asyncio.gather(*pending)
+        # A send that is never acknowledged (e.g. to a topic that does not exist) must crash the
+        # worker, which then resumes from its last committed offsets, rather than stall it silently.
+        await asyncio.wait_for(asyncio.gather(*pending), SEND_TIMEOUT_SECONDS)
