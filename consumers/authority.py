@@ -47,5 +47,5 @@ class Authority:
         return re.sub(r"[^a-z0-9_]", "_", f"{prefix}_{self.level}_{self.code}".lower())[:63]
 
     def demo_convention(self) -> str:
-        """The id of the foundation's hard-wired convention for this authority."""
+        """The convention id that samples and tests use for this authority when none is published."""
         return f"demo-{self.level}-{self.code}"

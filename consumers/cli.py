@@ -1,8 +1,8 @@
 """``scolaflux view``: run, rebuild, read, export and serve an authority's view.
 
 AUTHORITY is ``level:code`` (``commune:69123``, ``departement:69``, ``region:84``). Its delivery
-topics are those of the conventions given with ``--convention`` (repeatable); by default the
-foundation's hard-wired one, ``demo-<level>-<code>``.
+topics are those of the conventions given with ``--convention`` (repeatable); by default those of
+its published conventions that have not ended, each with that convention's retention.
 """
 
 from __future__ import annotations
@@ -47,9 +47,28 @@ def open_engine(settings: Settings, authority: Authority) -> Engine:
     return engine
 
 
-def topics_of(settings: Settings, authority: Authority, conventions: list[str] | None) -> list[str]:
-    """The delivery topics an authority's view reads."""
-    return [settings.delivery_topic(c) for c in (conventions or [authority.demo_convention()])]
+def conventions_for(settings: Settings, authority: Authority, given: list[str] | None) -> dict[str, int | None]:
+    """The conventions an authority's view reads (those given, else its published ones that have not
+    ended), each with its retention in days (None where it is not published)."""
+    from ..processors.publish import read_histories
+
+    histories = read_histories(settings)
+    ids = given or sorted(
+        h.id
+        for h in histories.values()
+        if (h.latest.authority.level, h.latest.authority.code) == (authority.level, authority.code)
+        and h.latest.status != "ended"
+    )
+    if not ids:
+        raise typer.BadParameter(
+            f"no published convention for {authority}: publish one (scolaflux conventions publish)"
+        )
+    return {i: histories[i].latest.retention_days if i in histories else None for i in ids}
+
+
+def topics_of(settings: Settings, conventions: dict[str, int | None]) -> list[str]:
+    """The delivery topics of those conventions."""
+    return [settings.delivery_topic(c) for c in conventions]
 
 
 def read_options(settings: Settings, as_of: str | None, school_names: bool = True) -> ReadOptions:
@@ -92,14 +111,18 @@ def run(
     who = _authority(authority)
     if settings.kafka_bootstrap is None:
         raise typer.BadParameter("set SCOLAFLUX_KAFKA_BOOTSTRAP (a view does not start a broker)")
+    conventions = conventions_for(settings, who, convention)
     days = retention_days or settings.view_retention_days
+    retention: dict[str | None, int] = {c: d for c, d in conventions.items() if d}
+    if days:
+        retention[None] = days
     maintainer = ViewMaintainer(
         settings,
-        topics_of(settings, who, convention),
+        topics_of(settings, conventions),
         AuthorityView(who),
         open_engine(settings, who),
         metrics=(metrics := Metrics()),
-        retention_days={None: days} if days else None,
+        retention_days=retention or None,
         batch_size=batch_size,
     )
     stop = threading.Event()
@@ -126,7 +149,7 @@ def rebuild(authority: AuthorityArg, convention: Conventions = None) -> None:
     engine = open_engine(settings, who)
     view = AuthorityView(who)
     reset_view(engine, view)
-    maintainer = ViewMaintainer(settings, topics_of(settings, who, convention), view, engine)
+    maintainer = ViewMaintainer(settings, topics_of(settings, conventions_for(settings, who, convention)), view, engine)
     maintainer.catch_up()
     console.print(
         f"rebuilt {who}: {maintainer.applied} deliveries applied, {maintainer.duplicates} duplicates skipped, "

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from scolaflux.consumers.authority import Authority
-from scolaflux.consumers.cli import open_engine, topics_of
+from scolaflux.consumers.cli import open_engine
 from scolaflux.consumers.ledger import CONTENT_TABLES
 from scolaflux.consumers.runner import ViewMaintainer
 from scolaflux.consumers.samples import encode, sample_stream
@@ -44,7 +44,18 @@ def start_view(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
             # small batches: many transactions, so that a kill often lands in the middle of one
-            [sys.executable, "-m", "scolaflux.infra.cli", "view", "run", str(LYON), "--batch-size", "40"],
+            [
+                sys.executable,
+                "-m",
+                "scolaflux.infra.cli",
+                "view",
+                "run",
+                str(LYON),
+                "--convention",
+                LYON.demo_convention(),
+                "--batch-size",
+                "40",
+            ],
             env={**os.environ, **settings_env(settings)},
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -83,7 +94,7 @@ def test_a_view_killed_at_random_moments_ends_equal_to_an_uninterrupted_run(
     try:
         for wave in waves:
             for key, value in wave:
-                producer.send(topics_of(settings, LYON, None)[0], key=key, value=value)
+                producer.send(settings.delivery_topic(LYON.demo_convention()), key=key, value=value)
             producer.flush()
             before = applied(engine)
             process = start_view(settings, tmp_path / "view.log")
@@ -117,7 +128,9 @@ def test_a_view_killed_at_random_moments_ends_equal_to_an_uninterrupted_run(
 def uninterrupted(settings: Settings, tmp_path: Path) -> Engine:
     """The same topic applied by one maintainer that nobody kills, into a SQLite file of its own."""
     engine = make_engine(f"sqlite:///{tmp_path / 'reference.sqlite'}")
-    maintainer = ViewMaintainer(settings, topics_of(settings, LYON, None), AuthorityView(LYON), engine)
+    maintainer = ViewMaintainer(
+        settings, [settings.delivery_topic(LYON.demo_convention())], AuthorityView(LYON), engine
+    )
     maintainer.catch_up(timeout=120)
     return engine
 

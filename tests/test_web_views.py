@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from scolaflux.consumers.api import create_app, engines_by_authority
 from scolaflux.consumers.authority import Authority
-from scolaflux.consumers.cli import credentials_path, open_engine, topics_of
+from scolaflux.consumers.cli import credentials_path, open_engine
 from scolaflux.consumers.credentials import CredentialStore
 from scolaflux.consumers.reports import ReadOptions
 from scolaflux.consumers.runner import ViewMaintainer
@@ -45,7 +45,9 @@ def server(settings: Settings, topics) -> Iterator[tuple[str, str]]:
     """A running view maintainer and HTTP server for the département of the Rhône: (base URL, token)."""
     topics(RHONE.demo_convention())
     engine = open_engine(settings, RHONE)
-    maintainer = ViewMaintainer(settings, topics_of(settings, RHONE, None), AuthorityView(RHONE), engine)
+    maintainer = ViewMaintainer(
+        settings, [settings.delivery_topic(RHONE.demo_convention())], AuthorityView(RHONE), engine
+    )
     stop = threading.Event()
     runner = threading.Thread(target=maintainer.run, args=(stop,), daemon=True)
     runner.start()
