@@ -113,14 +113,14 @@ class ViewMaintainer:
         self.apply_retention_if_due()
         polled = consumer.poll(timeout_ms=200)
         records = [
-            Record(m.topic, m.partition, m.offset, m.value, list(m.headers or []))
+            Record(m.topic, m.partition, m.offset, m.value, list(m.headers or []), m.timestamp)
             for messages in polled.values()
             for m in messages
         ]
         if not records:
             return 0
         outcome = apply_batch(self.engine, records, self.view)
-        self._account(outcome)
+        self._account(outcome, records)
         consumer.commit(
             {
                 TopicPartition(m[-1].topic, m[-1].partition): OffsetAndMetadata(m[-1].offset + 1, "", -1)
@@ -131,7 +131,7 @@ class ViewMaintainer:
             on_batch(len(outcome.applied), len(outcome.rejected))
         return len(records)
 
-    def _account(self, outcome: BatchOutcome) -> None:
+    def _account(self, outcome: BatchOutcome, records: list[Record]) -> None:
         self.applied += len(outcome.applied)
         self.duplicates += outcome.duplicates
         self.rejected += len(outcome.rejected)
@@ -139,7 +139,10 @@ class ViewMaintainer:
             log.warning("view %s set a delivery aside (%s): %s", self.view.name, category, reason)
         if self.metrics is None:
             return
-        latencies = [(outcome.applied_at - item.recorded_at).total_seconds() for item in outcome.applied]
+        # End to end: from the source event's entry into the platform (the Kafka timestamp the
+        # processor gives its deliveries) to this view update. Event times are the school's clock.
+        applied_ms = outcome.applied_at.timestamp() * 1000
+        latencies = [(applied_ms - r.timestamp_ms) / 1000 for r in records if r.timestamp_ms] if outcome.applied else []
         self.metrics.view_applied(self.view.name, len(outcome.applied), latencies)
         for _record, category, _reason in outcome.rejected:
             self.metrics.rejected("view", category)

@@ -112,6 +112,8 @@ class Record:
     offset: int
     value: bytes
     headers: list[tuple[str, bytes]]
+    timestamp_ms: int | None = None
+    """The record's Kafka timestamp: when its source event entered the platform (set by the processor)."""
 
 
 class Parsed(Protocol):

@@ -82,7 +82,8 @@ class Metrics:
         )
         self._end_to_end = Histogram(
             "scolaflux_end_to_end_latency_seconds",
-            "From when the source recorded the event (recorded_at) to the view update that applies it.",
+            "From the source event's entry into the platform (its raw record's Kafka timestamp, carried by "
+            "the delivery) to the view update that applies it.",
             ["authority"],
             buckets=LATENCY_BUCKETS,
             registry=r,

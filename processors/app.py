@@ -78,11 +78,14 @@ def create_app(
         async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_SECONDS):
             await conventions.catch_up()
             outputs: list[Output] = []
+            stamps: list[float] = []
             for event in events:
                 message = event.message
                 origin = f"{message.topic}/{message.partition}/{message.offset}"
-                outputs.extend(pipeline.process(message.value, message.key, origin))
-            await _send_all(app, outputs)
+                produced = pipeline.process(message.value, message.key, origin)
+                outputs.extend(produced)
+                stamps.extend([message.timestamp] * len(produced))
+            await _send_all(app, outputs, stamps)
             if metrics is not None:
                 _observe(metrics, settings, settings.raw_topic, len(events), outputs)
 
@@ -154,11 +157,15 @@ def _cell_output(settings: Settings, move: Movement, cell: Any, now: dt.datetime
     return Output(settings.delivery_topic(move.convention_id), key, delivery_codec().encode(record))
 
 
-async def _send_all(app: faust.App, outputs: list[Output]) -> None:
-    """Hand every output to the producer, then wait until the broker has acknowledged them all."""
+async def _send_all(app: faust.App, outputs: list[Output], stamps: list[float] | None = None) -> None:
+    """Hand every output to the producer, then wait until the broker has acknowledged them all.
+
+    ``stamps`` (seconds) become the records' timestamps: a delivery carries the time its source event
+    entered the platform, from which the views measure end-to-end latency.
+    """
     pending = [
-        await app.producer.send(o.topic, o.key, o.value, partition=None, timestamp=None, headers=o.headers)
-        for o in outputs
+        await app.producer.send(o.topic, o.key, o.value, partition=None, timestamp=ts, headers=o.headers)
+        for o, ts in zip(outputs, stamps or [None] * len(outputs), strict=True)
     ]
     if pending:
         # A send that is never acknowledged (e.g. to a topic that does not exist) must crash the

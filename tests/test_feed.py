@@ -114,3 +114,8 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_good_ones_through(
     wait_for(lambda: counts(commune_views[LYON]).get("arrival") == 5, what="the five valid enrolments")
     delivered = read_topic(settings, settings.delivery_topic(LYON_CONVENTION), 5)
     assert {delivery_codec().decode(r.value)["subject"] for r in delivered} == {e.pupil.ine for e in good}
+    # each delivery carries the time its source event entered the platform (for end-to-end latency)
+    raw_times = {r.key: r.timestamp for r in read_topic(settings, settings.raw_topic, 7)}
+    assert {r.key: r.timestamp for r in delivered} == {
+        e.pupil.ine.encode(): raw_times[e.pupil.ine.encode()] for e in good
+    }
