@@ -1,4 +1,4 @@
-"""Figures of the processor's pure core, without a broker: the pipeline per event, and routing.
+"""Figures of the processor's pure core, without a broker: the pipeline per event.
 
 The events are the simulator's (the rentrée wave first) over the communes of the conventions'
 académies, encoded as the producers encode them.
@@ -15,14 +15,12 @@ from dataclasses import dataclass
 from ...processors.conventions import Convention
 from ...processors.history import ConventionHistory
 from ...processors.pipeline import Pipeline
-from ...processors.routing import ConventionIndex, Location, Locator
+from ...processors.routing import ConventionIndex
 from ...processors.wiring import build_pipeline, master_key
 from ...producers.simulator import SCHOOL_AGE_SHARE, Simulator, avro_datum
 from ...schemas.codec import event_codec
 from ...schemas.geography import Geography
-from ...schemas.models import Event
 from ..settings import Settings
-from .conventions import DEFAULT_ACADEMIES, synthetic_conventions
 from .records import Record
 
 
@@ -77,72 +75,3 @@ def measure_pipeline(pipeline: Pipeline, events: Sequence[Record]) -> PipelineRa
         audits += sum(1 for o in out if o.topic == audit_topic)
     elapsed = time.perf_counter() - started
     return PipelineRate(len(events) / elapsed, outputs / len(events), audits)
-
-
-@dataclass(frozen=True)
-class RoutingCost:
-    """Seconds per event routed with few and with many conventions (same events, same matches)."""
-
-    few: int
-    many: int
-    few_seconds: float
-    many_seconds: float
-    routes_per_event: float
-
-    @property
-    def ratio(self) -> float:
-        """Cost with many conventions divided by the cost with few."""
-        return self.many_seconds / self.few_seconds
-
-
-class RoutingWorkload:
-    """Events located once, and two indexes: ``many`` conventions, and a few that route them alike.
-
-    The few are the conventions the events match among the many, topped up to ``few`` with others:
-    both indexes find the same routes for every event, so the ratio of their costs is the cost of
-    the conventions that do not match, which an index keeps near 1 and a scan makes grow.
-    """
-
-    def __init__(self, settings: Settings, geography: Geography, few: int, many: int, events: int) -> None:
-        conventions = synthetic_conventions(geography, many)
-        academy = DEFAULT_ACADEMIES[0]
-        communes = [
-            c.code
-            for c in sorted(
-                (c for c in geography.communes.values() if c.parent is None and c.population > 0),
-                key=lambda c: (-c.population, c.code),
-            )
-            if geography.departements[c.departement].academy == academy
-        ][:3]
-        locate = Locator(geography)
-        decoded = [Event.from_avro(event_codec().decode(v)) for _, v in simulated_events(geography, communes, events)]
-        self.events: list[tuple[Event, Location]] = [(e, locate(e)) for e in decoded]
-        self.many = index_of(conventions, settings)
-        matched = {r.convention_id for e, w in self.events for r in self.many.routes(e, w)}
-        chosen = [c for c in conventions if c.id in matched]
-        chosen += [c for c in conventions if c.id not in matched][: max(0, few - len(chosen))]
-        self.few = index_of(chosen, settings)
-        self.routes = sum(len(self.few.routes(e, w)) for e, w in self.events)
-        for event, where in self.events:
-            if [r.convention_id for r in self.few.routes(event, where)] != [
-                r.convention_id for r in self.many.routes(event, where)
-            ]:
-                raise AssertionError("the two indexes route an event differently")
-
-    def measure(self, repeat: int = 3) -> RoutingCost:
-        """Route every event ``repeat`` times through each index (interleaved); seconds per event."""
-        few = many = 0.0
-        for _ in range(repeat):
-            few += self._time(self.few)
-            many += self._time(self.many)
-        count = len(self.events) * repeat
-        return RoutingCost(
-            len(self.few.histories), len(self.many.histories), few / count, many / count, self.routes / len(self.events)
-        )
-
-    def _time(self, index: ConventionIndex) -> float:
-        routes = index.routes
-        started = time.perf_counter()
-        for event, where in self.events:
-            routes(event, where)
-        return time.perf_counter() - started

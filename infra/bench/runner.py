@@ -40,6 +40,7 @@ class Sizes:
     latency_seconds: float
     latency_rate: float
     snapshot_rows: int
+    memory_events: int = 20_000
     conventions: int = 300
     many_conventions: int = 10_000
 
@@ -48,9 +49,9 @@ FULL = Sizes(
     ceiling_records=200_000,
     faust_records=20_000,
     core_events=20_000,
-    routing_events=5_000,
+    routing_events=20_000,
     processor_events=50_000,
-    view_deliveries=100_000,
+    view_deliveries=30_000,
     latency_seconds=20.0,
     latency_rate=2_000.0,
     snapshot_rows=1_000_000,
@@ -65,6 +66,7 @@ QUICK = Sizes(
     latency_seconds=2.0,
     latency_rate=200.0,
     snapshot_rows=2_000,
+    memory_events=500,
     conventions=30,
     many_conventions=1_000,
 )
@@ -120,7 +122,7 @@ class Bench:
             update={
                 "kafka_bootstrap": self.bootstrap,
                 "topic_prefix": prefix,
-                "data_dir": self.options.work_dir / prefix,
+                "data_dir": (self.options.work_dir / prefix).resolve(),
                 **update,
             }
         )

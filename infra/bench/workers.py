@@ -21,8 +21,14 @@ class Worker:
     max_rss: int | None = None
 
     def alive(self) -> bool:
-        """Whether the process still runs."""
-        return self.max_rss is None and self.process.poll() is None
+        """Whether the process still runs (asked without reaping it: ``stop`` reads its rusage)."""
+        if self.max_rss is not None or self.process.returncode is not None:
+            return False
+        try:
+            found = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return False
+        return found is None
 
     def stop(self, timeout: float = 20.0) -> int:
         """SIGTERM, SIGKILL after ``timeout``; returns the peak resident memory in bytes."""
@@ -41,12 +47,17 @@ class Worker:
 
 
 def start(args: Sequence[str], env: dict[str, str], log_path: Path) -> Worker:
-    """Start ``python ARGS`` with ``env`` added to this environment; output goes to ``log_path``."""
+    """Start ``python ARGS`` with ``env`` added to this environment; output goes to ``log_path``.
+
+    The child runs in the log's folder, so what it leaves in its working directory (a faust
+    worker's data folder) stays with the benchmark's files.
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, *args],
             env={**os.environ, **env},
+            cwd=log_path.parent,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
