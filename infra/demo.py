@@ -120,7 +120,7 @@ def _run(settings: Settings, stack: ExitStack, duration: float, rate: float, see
     if processor.poll() is not None:
         console.print(f"[red]the processor stopped; see {settings.data_dir / 'processor.log'}[/]")
     console.print(
-        f"views kept in {settings.data_dir / 'views'}: scolaflux view show commune:69123 (with the same "
+        f"\nviews kept in {settings.data_dir / 'views'}: scolaflux view show commune:69123 (with the same "
         f"SCOLAFLUX_DATA_DIR={settings.data_dir})"
     )
 
