@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -34,6 +36,8 @@ def bench(
         for name, section in SECTIONS.items():
             typer.echo(f"{name}: {(section.__doc__ or '').strip()}")
         return
+    # SIGTERM unwinds like Ctrl-C, so the workers and the embedded broker started here are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     console = Console()
     if not console.is_terminal:  # piped or redirected: rich would wrap at 80 columns
         console = Console(width=150)

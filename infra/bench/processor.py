@@ -4,7 +4,7 @@ A ``ProcessorRig`` is one deployment: fresh topics, conventions published to the
 topic, and workers in one consumer group. A run writes events to the raw topic and reads the
 audit topic until every expected audit record is there (every delivery and every headcount
 movement has one, written in the same acknowledged batch); the rate is taken between the first and
-the last audit record written, so a worker's start and its group join are not counted.
+the last audit record seen, so a worker's start and its group join are not counted.
 """
 
 from __future__ import annotations
