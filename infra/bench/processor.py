@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ...processors.conventions import Convention
 from ...processors.publish import publish
 from ...processors.wiring import processor_topics
-from ...schemas.codec import delivery_codec
+from ...schemas.codec import audit_codec, delivery_codec
 from ..kafka import ensure_topics, pipeline_topics
 from ..settings import Settings, settings_env
 from .records import Record, Span, end_offsets, produce, read_span
@@ -64,10 +64,11 @@ class ProcessorRig:
         starts = starts if starts is not None else self.audit_ends()
         produce(self.bootstrap, self.settings.raw_topic, events)
         try:
-            return read_span(self.bootstrap, starts, audits, timeout=WORKER_START_TIMEOUT + len(events) / 500)
+            timeout = WORKER_START_TIMEOUT + len(events) / 500
+            return read_span(self.bootstrap, starts, audits, timeout, identity=audit_identity)
         except TimeoutError as exc:
             dead = [w for w in self.workers if not w.alive()]
-            tail = f"; a worker exited: {dead[0].log_tail(5)}" if dead else ""
+            tail = f"; a worker exited: {dead[0].failure()}" if dead else ""
             raise TimeoutError(f"{exc}{tail}") from None
 
     def wait_until_quiet(self, quiet: float = 3.0, timeout: float = 120.0) -> None:
@@ -112,6 +113,24 @@ class Delivered:
         return len(self.events) + len(self.cell_updates)
 
 
+def audit_identity(value: bytes) -> str:
+    """What makes an audit record distinct: its delivery (a re-processed event writes it again)."""
+    return audit_codec().decode(value)["delivery_id"]
+
+
+def compare(first: Delivered, second: Delivered) -> str:
+    """Where two deployments' deliveries differ, in words (empty: they do not)."""
+    differences = []
+    if first.events != second.events:
+        only = len(first.events - second.events), len(second.events - first.events)
+        differences.append(f"event deliveries: {only[0]} only in the first, {only[1]} only in the second")
+    if first.cells != second.cells:
+        keys = set(first.cells) | set(second.cells)
+        differing = sum(1 for k in keys if first.cells.get(k) != second.cells.get(k))
+        differences.append(f"headcount cells: {differing} of {len(keys)} end with different counts")
+    return "; ".join(differences)
+
+
 def delivered(settings: Settings, conventions: Sequence[Convention]) -> Delivered:
     """Everything on the delivery topics of ``conventions`` (each partition read in order)."""
     assert settings.kafka_bootstrap is not None
@@ -149,7 +168,7 @@ def wait_for_one_generation(workers: Sequence[Worker], timeout: float = WORKER_S
     while True:
         for worker in workers:
             if not worker.alive():
-                raise RuntimeError(f"a processor worker exited: {worker.log_tail(5)}")
+                raise RuntimeError(f"a processor worker exited: {worker.failure()}")
         generations = {generation(w) for w in workers}
         if len(generations) == 1 and None not in generations:
             return generations.pop()  # type: ignore[return-value]

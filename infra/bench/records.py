@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
@@ -112,6 +112,7 @@ class Span:
     first: float | None = None
     last: float | None = None
     values: list[bytes] = field(default_factory=list)
+    seen: set[Hashable] = field(default_factory=set, repr=False)
 
     @property
     def seconds(self) -> float:
@@ -131,10 +132,12 @@ def read_span(
     count: int,
     timeout: float,
     keep: Callable[[bytes], bool] | None = None,
+    identity: Callable[[bytes], Hashable] | None = None,
 ) -> Span:
     """Read ``count`` records from ``starts`` (topic, partition -> offset), noting when they come.
 
-    ``keep`` selects the values to keep in ``Span.values`` (None: keep none).
+    ``keep`` selects the values to keep in ``Span.values`` (None: keep none). With ``identity``,
+    only distinct records count (a record written again, as at-least-once delivery may, does not).
     """
     consumer = reader(bootstrap)
     span = Span()
@@ -149,10 +152,15 @@ def read_span(
             for message in messages:
                 if message.error() is not None:
                     raise KafkaException(message.error())
+                value = message.value()
+                if identity is not None and value is not None:
+                    ident = identity(value)
+                    if ident in span.seen:
+                        continue
+                    span.seen.add(ident)
                 span.count += 1
                 span.first = seen if span.first is None else span.first
                 span.last = seen
-                value = message.value()
                 if keep is not None and value is not None and keep(value):
                     span.values.append(value)
         return span

@@ -19,7 +19,7 @@ from .conventions import covered_communes, synthetic_conventions
 from .core import bench_pipeline, measure_pipeline, simulated_events
 from .figures import Goal
 from .latency import Follower, paced_produce, percentiles
-from .processor import ProcessorRig, delivered, wait_for_one_generation
+from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
 from .records import end_offsets, produce, read_span
 from .runner import NATIONAL_RENTREE, Bench, Section
 from .views import apply_rate, deliveries_of, drop_schema, postgres_engine, prepare_topic, sqlite_engine
@@ -205,10 +205,10 @@ def processor(bench: Bench) -> None:
         finally:
             rig.stop()
     first, second = (delivered(rig.settings, conventions) for rig in rigs)
-    same.values.append(1.0 if first == second and first.total else 0.0)
-    same.note += (
-        f"; {first.total:,} and {second.total:,} distinct deliveries ({first.records:,}, {second.records:,} records)"
-    )
+    difference = compare(first, second)
+    same.values.append(1.0 if not difference and first.events else 0.0)
+    same.note += f"; {len(first.events):,} event deliveries and {len(first.cells):,} cells"
+    same.note += f"; {first.records:,} and {second.records:,} records read" + (f"; {difference}" if difference else "")
 
 
 def memory(bench: Bench) -> None:
@@ -219,7 +219,7 @@ def memory(bench: Bench) -> None:
         f"processor peak memory, {sizes.many_conventions:,} conventions",
         "bytes",
         Goal(250e6, False),
-        note="max RSS of the worker process (wait4 rusage) after its runs; a broker of its own, 1 partition a topic",
+        note="peak RSS (VmHWM) of the worker process; a broker of its own, 1 partition a topic",
     )
     conventions = synthetic_conventions(bench.geography, sizes.many_conventions)
     events = simulated_events(bench.geography, covered_communes(bench.geography, conventions), sizes.memory_events)
@@ -234,8 +234,9 @@ def memory(bench: Bench) -> None:
             try:
                 rig.start_worker()
                 rig.run(events, audits)
-            finally:
                 figure.values.extend(rig.stop())
+            finally:
+                rig.stop()
     figure.note += f"; {len(events):,} events routed to {audits:,} deliveries and movements"
 
 
@@ -309,7 +310,7 @@ def snapshot(bench: Bench) -> None:
         f"snapshot import peak memory, {rows:,}-row pair",
         "bytes",
         Goal(200e6, False),
-        note="max RSS of `scolaflux import snapshot` (wait4 rusage), events sent to the broker",
+        note="peak RSS (VmHWM) of `scolaflux import snapshot`, events sent to the broker",
     )
     settings = bench.settings("snapshot")
     settings.data_dir.mkdir(parents=True, exist_ok=True)

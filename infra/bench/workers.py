@@ -1,49 +1,90 @@
-"""Worker processes the benchmark starts, and what they cost: peak memory of each, read at exit."""
+"""Worker processes the benchmark starts, and what they cost: the peak resident memory of each.
+
+The peak is the kernel's high-water mark of the process's own memory (``VmHWM`` in
+``/proc/PID/status``), sampled while it runs. ``wait4``'s ``ru_maxrss`` is not used: on Linux it
+keeps the resident size the child had before ``exec``, a copy of this (large) benchmark process.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+SAMPLE_SECONDS = 0.1
+_HWM = re.compile(rb"^VmHWM:\s+(\d+) kB", re.MULTILINE)
+
+
+def high_water_mark(pid: int) -> int | None:
+    """The peak resident memory (bytes) of a running process so far, or None once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_bytes()
+    except OSError:
+        return None
+    found = _HWM.search(status)
+    return int(found[1]) * 1024 if found else None
 
 
 @dataclass
 class Worker:
-    """A child process, its log, and (once stopped) its peak resident memory."""
+    """A child process, its log, and the peak resident memory seen while it ran."""
 
     process: subprocess.Popen[bytes]
     log_path: Path
-    max_rss: int | None = None
+    peak: int = 0
+    _sampler: threading.Thread | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._sampler = threading.Thread(target=self._sample, name=f"hwm-{self.process.pid}", daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        while self.process.returncode is None:
+            mark = high_water_mark(self.process.pid)
+            if mark is None:
+                return
+            self.peak = max(self.peak, mark)
+            time.sleep(SAMPLE_SECONDS)
 
     def alive(self) -> bool:
-        """Whether the process still runs (asked without reaping it: ``stop`` reads its rusage)."""
-        if self.max_rss is not None or self.process.returncode is not None:
-            return False
-        try:
-            found = os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return False
-        return found is None
+        """Whether the process still runs."""
+        return self.process.poll() is None
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM, SIGKILL after ``timeout``; returns the peak resident memory in bytes."""
-        if self.max_rss is not None:
-            return self.max_rss
-        pid = self.process.pid
-        if self.process.returncode is None:
-            os.kill(pid, signal.SIGTERM)
-        self.max_rss = wait_rusage(self.process, timeout)
-        return self.max_rss
+        """SIGTERM (SIGKILL after ``timeout``); returns the peak resident memory in bytes."""
+        mark = high_water_mark(self.process.pid)  # the last reading before shutdown
+        self.peak = max(self.peak, mark or 0)
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.peak
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the worker's log (for an error message)."""
+    def wait(self, timeout: float) -> int:
+        """Wait for the process to end by itself (killed after ``timeout``); returns its exit code."""
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise
+
+    def failure(self) -> str:
+        """The last error line of the worker's log (for an error message)."""
         text = self.log_path.read_text(encoding="utf-8", errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
+        lines = [line.strip(" │╭╰─") for line in text.splitlines() if line.strip(" │╭╰─")]
+        errors = [line for line in lines if re.search(r"(Error|Exception)\b", line)]
+        return (errors or lines or ["(empty log)"])[-1][:300]
 
 
 def start(args: Sequence[str], env: dict[str, str], log_path: Path) -> Worker:
@@ -65,27 +106,14 @@ def start(args: Sequence[str], env: dict[str, str], log_path: Path) -> Worker:
     return Worker(process, log_path)
 
 
-def wait_rusage(process: subprocess.Popen[bytes], timeout: float) -> int:
-    """Reap a child and return its own peak resident memory (bytes), from ``wait4``'s rusage."""
-    deadline = time.monotonic() + timeout
-    while True:
-        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-        if pid == process.pid:
-            process.returncode = os.waitstatus_to_exitcode(status)
-            return usage.ru_maxrss * 1024  # Linux reports kilobytes
-        if time.monotonic() > deadline:
-            os.kill(process.pid, signal.SIGKILL)
-            deadline = float("inf")
-        time.sleep(0.05)
-
-
 def run_measured(args: Sequence[str], env: dict[str, str], log_path: Path, timeout: float) -> tuple[int, int, float]:
-    """Run ``python ARGS`` to its end: exit code, peak resident memory (bytes) and seconds."""
+    """Run ``python ARGS`` to its end: exit code, peak resident memory (bytes) and seconds.
+
+    The peak is sampled every ``SAMPLE_SECONDS``: growth in the very last interval may be missed.
+    """
     started = time.perf_counter()
     worker = start(args, env, log_path)
-    try:
-        rss = wait_rusage(worker.process, timeout)
-    finally:
-        if worker.process.returncode is None:
-            worker.process.kill()
-    return worker.process.returncode or 0, rss, time.perf_counter() - started
+    code = worker.wait(timeout)
+    if worker._sampler is not None:
+        worker._sampler.join(1)
+    return code, worker.peak, time.perf_counter() - started
