@@ -63,13 +63,13 @@ class ProcessorRig:
         """Write ``events`` and wait for their ``audits`` audit records; the span they were written in."""
         starts = starts if starts is not None else self.audit_ends()
         produce(self.bootstrap, self.settings.raw_topic, events)
-        try:
-            timeout = WORKER_START_TIMEOUT + len(events) / 500
-            return read_span(self.bootstrap, starts, audits, timeout, identity=audit_identity)
-        except TimeoutError as exc:
-            dead = [w for w in self.workers if not w.alive()]
-            tail = f"; a worker exited: {dead[0].failure()}" if dead else ""
-            raise TimeoutError(f"{exc}{tail}") from None
+        timeout = WORKER_START_TIMEOUT + len(events) / 500
+        return read_span(self.bootstrap, starts, audits, timeout, identity=audit_identity, give_up=self._dead)
+
+    def _dead(self) -> str | None:
+        """Why the run cannot finish: a worker that exited, and the last error in its log."""
+        dead = [w for w in self.workers if not w.alive()]
+        return f"a processor worker exited: {dead[0].failure()}" if dead else None
 
     def wait_until_quiet(self, quiet: float = 3.0, timeout: float = 120.0) -> None:
         """Wait until no delivery topic grows for ``quiet`` seconds (headcount cells come after the

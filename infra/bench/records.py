@@ -133,11 +133,13 @@ def read_span(
     timeout: float,
     keep: Callable[[bytes], bool] | None = None,
     identity: Callable[[bytes], Hashable] | None = None,
+    give_up: Callable[[], str | None] | None = None,
 ) -> Span:
     """Read ``count`` records from ``starts`` (topic, partition -> offset), noting when they come.
 
     ``keep`` selects the values to keep in ``Span.values`` (None: keep none). With ``identity``,
     only distinct records count (a record written again, as at-least-once delivery may, does not).
+    ``give_up`` is asked between reads: a reason it returns ends the wait at once (RuntimeError).
     """
     consumer = reader(bootstrap)
     span = Span()
@@ -147,6 +149,9 @@ def read_span(
         while span.count < count:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"saw {span.count} of {count} records within {timeout:.0f}s")
+            reason = give_up() if give_up is not None else None
+            if reason:
+                raise RuntimeError(f"saw {span.count} of {count} records; {reason}")
             messages = consumer.consume(num_messages=10_000, timeout=0.1)
             seen = time.time()
             for message in messages:

@@ -226,10 +226,11 @@ def memory(bench: Bench) -> None:
     pipeline = bench_pipeline(bench.settings("expected"), bench.geography, conventions)
     audits = measure_pipeline(pipeline, events).audits
     # One delivery topic per convention: so many topics that kafka-python clients with their default
-    # 1 MB frame limit can no longer read the broker's metadata; they must not spoil the other sections.
+    # 1 MB frame limit can no longer read the broker's metadata (twice 10,000 here already breaks
+    # them): a broker of its own for each run, so they spoil neither the other sections nor each other.
     given = bench.base.kafka_bootstrap
-    with broker_for(given, bench.options.work_dir / "memory-broker") as bootstrap:
-        for _ in range(bench.options.runs if not bench.options.quick else 1):
+    for run in range(bench.options.runs if not bench.options.quick else 1):
+        with broker_for(given, bench.options.work_dir / f"memory-broker-{run}") as bootstrap:
             rig = ProcessorRig(bench.settings("memory", partitions=1, kafka_bootstrap=bootstrap), conventions)
             try:
                 rig.start_worker()
