@@ -19,6 +19,9 @@ def bench(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run only these sections (repeatable): see --list.")
     ] = None,
+    profile: bool = typer.Option(
+        False, help="Profile the processor worker (py-spy, the 'bench' extra) during its last run: an SVG flame graph."
+    ),
     list_sections: bool = typer.Option(False, "--list", help="List the sections and exit."),
     json_path: Annotated[Path, typer.Option("--json", help="Where to write the figures as JSON.")] = Path(
         "var/bench.json"
@@ -41,7 +44,7 @@ def bench(
     console = Console()
     if not console.is_terminal:  # piped or redirected: rich would wrap at 80 columns
         console = Console(width=150)
-    run_benchmark(Settings(), runs, quick, tuple(only or ()), json_path, postgres, console)
+    run_benchmark(Settings(), runs, quick, tuple(only or ()), json_path, postgres, console, profile)
 
 
 def register(cli: typer.Typer) -> None:

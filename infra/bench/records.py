@@ -12,6 +12,8 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 Record = tuple[bytes | None, bytes]
 """A key and a value."""
+READ_SECONDS = 0.1
+"""The longest a read waits for records: the resolution of the times a ``Span`` notes."""
 
 
 def bulk_producer(bootstrap: str) -> Producer:
@@ -116,14 +118,15 @@ class Span:
 
     @property
     def seconds(self) -> float:
-        """From the first record seen to the last."""
+        """From the first record seen to the last; never under one read's wait (``READ_SECONDS``),
+        the resolution of these times (tiny runs may see every record in one read)."""
         if self.first is None or self.last is None:
-            return 0.0
-        return self.last - self.first
+            return READ_SECONDS
+        return max(self.last - self.first, READ_SECONDS)
 
     def rate(self) -> float:
-        """Records per second between the first and the last write (the first record excluded)."""
-        return (self.count - 1) / self.seconds if self.seconds > 0 else float("nan")
+        """Records per second between the first record seen and the last (the first excluded)."""
+        return max(self.count - 1, 1) / self.seconds
 
 
 def read_span(
@@ -152,7 +155,7 @@ def read_span(
             reason = give_up() if give_up is not None else None
             if reason:
                 raise RuntimeError(f"saw {span.count} of {count} records; {reason}")
-            messages = consumer.consume(num_messages=10_000, timeout=0.1)
+            messages = consumer.consume(num_messages=10_000, timeout=READ_SECONDS)
             seen = time.time()
             for message in messages:
                 if message.error() is not None:

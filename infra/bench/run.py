@@ -22,6 +22,7 @@ def run_benchmark(
     json_path: Path = Path("var/bench.json"),
     postgres_url: str | None = None,
     console: Console | None = None,
+    profile: bool = False,
 ) -> Report:
     """Measure every chosen section ``runs`` times, print the table and write the JSON report.
 
@@ -31,7 +32,7 @@ def run_benchmark(
     work_dir = settings.data_dir / "bench"
     clean_work_dir(work_dir)
     postgres = postgres_url or (settings.database_url if (settings.database_url or "").startswith("postgres") else None)
-    options = Options(runs, quick, sections, json_path, work_dir, postgres)
+    options = Options(runs, quick, sections, json_path, work_dir, postgres, profile)
     with broker_for(settings.kafka_bootstrap, work_dir) as bootstrap:
         base = settings if settings.kafka_bootstrap else settings.model_copy(update={"kafka_idempotence": False})
         bench = Bench(bootstrap, base, options, console)

@@ -82,6 +82,7 @@ class Options:
     json_path: Path = Path("var/bench.json")
     work_dir: Path = Path("var/bench")
     postgres_url: str | None = None
+    profile: bool = False
 
     @property
     def sizes(self) -> Sizes:

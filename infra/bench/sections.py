@@ -23,7 +23,7 @@ from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
 from .records import end_offsets, produce, read_span
 from .runner import NATIONAL_RENTREE, Bench, Section
 from .views import apply_rate, deliveries_of, drop_schema, postgres_engine, prepare_topic, sqlite_engine
-from .workers import run_measured, start
+from .workers import run_measured, start, start_profiler, stop_profiler
 
 PASSTHROUGH_VALUE_SIZE = 300
 WARM_UP_EVENTS = 500
@@ -196,8 +196,16 @@ def processor(bench: Bench) -> None:
             started = [rig.start_worker() for _ in range(workers)]
             wait_for_one_generation(started)
             rig.run(warm_up, audits[0])
-            for chunk, expected in zip(chunks, audits[1:], strict=True):
-                span = rig.run(chunk, expected)
+            for number, (chunk, expected) in enumerate(zip(chunks, audits[1:], strict=True), 1):
+                profiling = bench.options.profile and workers == 1 and number == runs
+                profiler = (
+                    start_profiler(started[0], bench.options.work_dir / "processor-profile.svg") if profiling else None
+                )
+                try:
+                    span = rig.run(chunk, expected)
+                finally:
+                    if profiling:
+                        one.note += f"; last run profiled: {stop_profiler(profiler)}"
                 figure.values.append(len(chunk) / span.seconds)
                 if workers == 1:
                     rentree.values.append(NATIONAL_RENTREE / figure.values[-1] / 60)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,3 +118,33 @@ def run_measured(args: Sequence[str], env: dict[str, str], log_path: Path, timeo
     if worker._sampler is not None:
         worker._sampler.join(1)
     return code, worker.peak, time.perf_counter() - started
+
+
+@dataclass
+class Profiler:
+    """A py-spy recorder attached to a worker."""
+
+    process: subprocess.Popen[bytes]
+    output: Path
+
+
+def start_profiler(worker: Worker, output: Path) -> Profiler | None:
+    """Attach py-spy (the ``bench`` extra) to a running worker; None if py-spy is not installed."""
+    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if py_spy is None:
+        return None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--pid", str(worker.process.pid), "--rate", "200", "--output", str(output)]
+    return Profiler(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), output)
+
+
+def stop_profiler(profiler: Profiler | None) -> str:
+    """Stop recording (py-spy writes its flame graph on SIGINT); where it is, or why there is none."""
+    if profiler is None:
+        return "py-spy not installed (pip install -e '.[bench]')"
+    profiler.process.send_signal(signal.SIGINT)
+    try:
+        profiler.process.wait(60)
+    except subprocess.TimeoutExpired:
+        profiler.process.kill()
+    return str(profiler.output) if profiler.output.exists() else "py-spy wrote nothing (ptrace refused?)"
