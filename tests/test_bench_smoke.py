@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
 from rich.console import Console
 from scolaflux.infra.bench.conventions import synthetic_conventions
 from scolaflux.infra.bench.figures import Figure, Goal, Report, format_value
+from scolaflux.infra.bench.processor import Delivered, compare
 from scolaflux.infra.bench.run import run_benchmark
 from scolaflux.infra.bench.table import notes
+from scolaflux.infra.bench.workers import high_water_mark
 from scolaflux.infra.settings import Settings
 from scolaflux.processors.conventions import convention_rules
 from scolaflux.schemas.geography import load_geography
@@ -83,3 +86,17 @@ def test_a_failing_section_is_reported_and_the_others_still_run(bootstrap: str, 
     postgres = report.figures["views.postgresql"]
     assert not postgres.values and postgres.error
     assert any("views.postgresql" in line and "not measured" in line for line in notes(report))
+
+
+def test_two_deployments_compare_on_event_deliveries_and_final_cells() -> None:
+    first = Delivered(events={b"a", b"b"}, cell_updates={"x", "y"}, cells={("c", "0690026D", "2nde"): 7})
+    same = Delivered(events={b"b", b"a"}, cell_updates={"x", "z"}, cells={("c", "0690026D", "2nde"): 7})
+    assert compare(first, same) == ""  # which movement published a cell may differ; its final count may not
+    lost = Delivered(events={b"a"}, cells={("c", "0690026D", "2nde"): 6})
+    assert "1 only in the first" in compare(first, lost) and "1 of 1 end with different counts" in compare(first, lost)
+
+
+def test_peak_memory_is_read_from_the_process_itself() -> None:
+    peak = high_water_mark(os.getpid())
+    assert peak is not None and peak > 10_000_000
+    assert high_water_mark(2**22 + 12345) is None  # no such process
