@@ -16,6 +16,9 @@ from .settings import Settings
 REASON_HEADER = "scolaflux.reason"
 ERROR_HEADER = "scolaflux.error"
 ORIGIN_HEADER = "scolaflux.origin"
+MAX_FRAME_BYTES = 64 * 2**20
+"""kafka-python 2.3 refuses network frames over 1 MB by default; a fetch of several partitions, or
+the metadata of thousands of convention topics, answers more than that: every client allows 64 MB."""
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,7 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
     (kafka-python 2.3's admin ``list_topics`` cannot parse Tansu's authorised-operations field,
     so existence is learnt from the creation's answer.)
     """
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, receive_message_max_bytes=MAX_FRAME_BYTES)
     try:
         for spec in specs:  # one at a time: an existing topic must not fail the others
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -73,6 +76,7 @@ def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
         "batch_size": 256 * 1024,
         "delivery_timeout_ms": 300_000,
         "request_timeout_ms": 10_000,
+        "receive_message_max_bytes": MAX_FRAME_BYTES,
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -90,9 +94,7 @@ def make_consumer(
         "session_timeout_ms": 10_000,
         "heartbeat_interval_ms": 1_000,
         "max_poll_records": 5_000,
-        # kafka-python 2.3 refuses network frames over 1 MB by default, and a fetch of several
-        # partitions can answer more than that (seen on the embedded broker): allow 64 MB.
-        "receive_message_max_bytes": 64 * 2**20,
+        "receive_message_max_bytes": MAX_FRAME_BYTES,
     }
     config.update(overrides)
     return KafkaConsumer(*topics, **config)

@@ -28,7 +28,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from .burrow import Sample
-from .kafka import REASON_HEADER
+from .kafka import MAX_FRAME_BYTES, REASON_HEADER
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,7 @@ class LagReader:
             # only the first record after each position matters: small fetches, no CRC pass in Python
             max_partition_fetch_bytes=4 * 1024,
             check_crcs=False,
+            receive_message_max_bytes=MAX_FRAME_BYTES,
             request_timeout_ms=10_000,
         )
         self._admin: KafkaAdminClient | None = None
@@ -284,5 +285,9 @@ class LagReader:
 
     def _admin_client(self) -> KafkaAdminClient:
         if self._admin is None:
-            self._admin = KafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap, request_timeout_ms=10_000)
+            self._admin = KafkaAdminClient(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                request_timeout_ms=10_000,
+                receive_message_max_bytes=MAX_FRAME_BYTES,
+            )
         return self._admin
