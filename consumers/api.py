@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from sqlalchemy import Engine
 
+from ..infra.reload import Reloaded
 from .authority import Authority, UnknownAuthority
 from .credentials import CredentialStore
 from .export import jsonable, to_csv, to_json
@@ -34,26 +34,19 @@ UNAUTHORISED = {"WWW-Authenticate": 'Basic realm="scolaflux views", charset="UTF
 
 
 class Credentials:
-    """The credential file, re-read when it changes (rotation without restart), with verified tokens cached."""
+    """The credential file, read again when it changes (rotation without restart), with verified tokens cached."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._stamp: float | None = None
-        self._store = CredentialStore(path, {})
-        self._lock = threading.Lock()
+        self._file = Reloaded(path, CredentialStore.load)
 
     def verify(self, token: str) -> Authority | None:
         """The authority ``token`` belongs to, or None."""
-        with self._lock:
-            stamp = self.path.stat().st_mtime if self.path.exists() else None
-            if stamp != self._stamp:
-                self._store, self._stamp = CredentialStore.load(self.path), stamp
-                self._cached.cache_clear()
-        return self._cached(hashlib.sha256(token.encode()).hexdigest(), token)
+        return self._verified(token, self._file.get())
 
-    @functools.lru_cache(maxsize=256)  # noqa: B019 - one instance per app; keyed by the token's digest
-    def _cached(self, _digest: str, token: str) -> Authority | None:
-        return self._store.verify(token)
+    @functools.lru_cache(maxsize=256)  # noqa: B019 - one instance per app; keyed by the file as loaded
+    def _verified(self, token: str, store: CredentialStore) -> Authority | None:
+        return store.verify(token)
 
 
 def token_of(request: Request) -> str | None:

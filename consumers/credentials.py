@@ -4,7 +4,8 @@ A token looks like ``sfx.commune-69123.<secret>``: it names the authority it cla
 scrypt hash of the whole token is stored (in a JSON file, ``view_credentials`` in settings), so the
 file gives nothing away. Checking a token costs one scrypt of the claimed authority's hashes,
 compared in constant time. An authority may hold several valid tokens at once (rotation without
-downtime: add the new one, hand it over, then revoke the old).
+downtime: ``issue`` a new one beside the old, hand it over, then ``revoke`` all but the newest). The
+file is written atomically (a reader sees the old or the new file, never half of one).
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,8 @@ from .authority import Authority, UnknownAuthority
 
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
 PREFIX = "sfx"
+_NO_HASH = "scrypt$16384$8$AAAAAAAAAAAAAAAAAAAAAA==$AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+"""Checked against when the claimed authority holds no token, so that costs the same as a wrong token."""
 
 
 def _hash(token: str, salt: bytes, n: int, r: int, p: int) -> bytes:
@@ -64,7 +69,7 @@ def claimed_authority(token: str) -> Authority | None:
         return None
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: a loaded file is a cache key of the API
 class CredentialStore:
     """The hashed tokens of every authority, read from (and written to) a JSON file."""
 
@@ -94,10 +99,18 @@ class CredentialStore:
         return cls(path, hashes)
 
     def save(self) -> None:
-        """Write the file (owner-only permissions)."""
+        """Write the file atomically, readable by its owner only from the start."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(json.dumps({"authorities": self.hashes}, indent=2), encoding="utf-8")
-        self.path.chmod(0o600)
+        handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")  # mode 0600
+        try:
+            with os.fdopen(handle, "w", encoding="utf-8") as out:
+                json.dump({"authorities": self.hashes}, out, indent=2)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temporary, self.path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
 
     def issue(self, authority: Authority, replace: bool = False) -> str:
         """A new token for ``authority`` (kept beside the existing ones unless ``replace``); saved."""
@@ -107,12 +120,24 @@ class CredentialStore:
         self.save()
         return token
 
+    def revoke(self, authority: Authority, keep_newest: bool = True) -> int:
+        """Revoke ``authority``'s tokens but the newest (the end of a rotation), or all; saved.
+        Returns how many were revoked."""
+        stored = self.hashes.get(str(authority), [])
+        kept = stored[-1:] if keep_newest else []
+        if kept:
+            self.hashes[str(authority)] = kept
+        else:
+            self.hashes.pop(str(authority), None)
+        self.save()
+        return len(stored) - len(kept)
+
     def verify(self, token: str) -> Authority | None:
         """The authority a token belongs to, or None if it is not a valid token."""
         claimed = claimed_authority(token)
         if claimed is None:
             return None
-        valid = [matches(token, stored) for stored in self.hashes.get(str(claimed), [])]
+        valid = [matches(token, stored) for stored in self.hashes.get(str(claimed)) or [_NO_HASH]]
         return claimed if any(valid) else None
 
     def authorities(self) -> list[Authority]:

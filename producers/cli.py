@@ -273,23 +273,25 @@ def ingest_serve(
 
     from ..infra.kafka import ensure_topics, pipeline_topics
     from ..infra.metrics import Metrics
-    from .ingest import SourceRegistry, create_app
+    from .ingest import SourceRegistry, WatchedRegistry, create_app
     from .kafka import EventProducer
 
     settings = Settings()
     if settings.kafka_bootstrap is None:
         raise typer.BadParameter("set SCOLAFLUX_KAFKA_BOOTSTRAP (the endpoint does not start a broker)")
     try:
-        registry = SourceRegistry.load(settings.ingest_sources)
+        SourceRegistry.load(settings.ingest_sources)  # refuse to start on a wrong file
     except ConfigError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
     ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
     metrics = Metrics()
-    port = metrics.serve(settings.metrics_port, settings.metrics_host)
-    console.print(f"metrics on http://{settings.metrics_host}:{port}/metrics")
+    metrics_port = metrics.serve(settings.metrics_port, settings.metrics_host)
+    console.print(f"metrics on http://{settings.metrics_host}:{metrics_port}/metrics")
     with EventProducer(settings) as producer:
-        app = create_app(registry, producer, settings.deadletter_topic, ack_timeout, metrics)
+        app = create_app(
+            WatchedRegistry(settings.ingest_sources), producer, settings.deadletter_topic, ack_timeout, metrics
+        )
         uvicorn.run(app, host=host, port=port, log_level="info")
 
 

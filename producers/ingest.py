@@ -15,7 +15,9 @@ Each source system (an académie's SIECLE, a commune's attendance software...) h
 sent as ``Authorization: Bearer <token>``. Tokens are kept as SHA-256 digests in the sources file
 and compared in constant time; they are random 256-bit values (``new_token``), so a fast digest
 is enough (a slow password hash protects guessable secrets, which these are not). A source may
-only send events of its own académie, and of the source systems it is declared for.
+only send events of its own académie, and of the source systems it is declared for. A source may
+list several digests (rotation: add the new one, hand the token over, remove the old one); the
+server reads the file again when it changes (``WatchedRegistry``), without a restart.
 
 Rejected items also go to the dead-letter topic (raw JSON, reason in headers), as every other
 rejected input does. No pupil identifier is logged; error messages never repeat input values.
@@ -31,16 +33,17 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..infra.kafka import ERROR_HEADER, ORIGIN_HEADER, REASON_HEADER
 from ..infra.metrics import Metrics
+from ..infra.reload import Reloaded
 from ..schemas.errors import ConfigError
 from ..schemas.models import Event
 from ..schemas.validation import encode_event
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 10_000
 SYSTEMS = ("ONDE", "SIECLE", "ATTENDANCE", "SNAPSHOT", "INGEST")
+Digest = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 
 
 # --------------------------------------------------------------------------- sources and tokens
@@ -63,7 +67,13 @@ class SourceSpec(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")
     academy: str = Field(pattern=r"^[0-9]{2}$")
     systems: tuple[Literal["ONDE", "SIECLE", "ATTENDANCE", "SNAPSHOT", "INGEST"], ...] = SYSTEMS
-    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    token_sha256: tuple[Digest, ...] = Field(min_length=1)
+    """One digest, or a list of them (each a valid token: a rotation in progress)."""
+
+    @field_validator("token_sha256", mode="before")
+    @classmethod
+    def _one_or_several(cls, value: Any) -> Any:
+        return value if isinstance(value, list | tuple) else [value]
 
 
 class SourcesFile(BaseModel):
@@ -116,9 +126,26 @@ class SourceRegistry:
         digest = token_digest(token)
         found = None
         for source in self.sources:
-            if hmac.compare_digest(digest, source.token_sha256):
-                found = source
+            for known in source.token_sha256:
+                if hmac.compare_digest(digest, known):
+                    found = source
         return found
+
+
+class WatchedRegistry:
+    """The sources file, read again when it changes (a token rotates without a restart). A file that
+    became invalid refuses every call (401) until it is fixed; the error is logged."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = Reloaded(path, SourceRegistry.load)
+
+    def authenticate(self, token: str) -> SourceSpec | None:
+        try:
+            registry = self._file.get()
+        except ConfigError as error:
+            log.error("ingest sources not reloaded: %s", error)
+            return None
+        return registry.authenticate(token)
 
 
 # --------------------------------------------------------------------------- items (pure)
@@ -183,7 +210,7 @@ def response_status(results: Sequence[ItemResult]) -> int:
 
 
 def create_app(
-    registry: SourceRegistry,
+    registry: SourceRegistry | WatchedRegistry,
     producer: EventProducer,
     deadletter_topic: str,
     ack_timeout: float = 30.0,
