@@ -231,6 +231,20 @@ def token(
 
 
 @app.command()
+def revoke(
+    authority: AuthorityArg,
+    all_tokens: Annotated[bool, typer.Option("--all", help="Revoke every token, the newest too.")] = False,
+) -> None:
+    """Revoke AUTHORITY's tokens but the newest (the end of a rotation: `view token` first, hand it over)."""
+    from .credentials import CredentialStore
+
+    settings = Settings()
+    store = CredentialStore.load(credentials_path(settings))
+    revoked = store.revoke(_authority(authority), keep_newest=not all_tokens)
+    typer.echo(f"{revoked} token(s) revoked; the server applies it without a restart")
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int | None, typer.Option(help="Port; default settings.view_port.")] = None,

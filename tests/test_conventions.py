@@ -180,10 +180,10 @@ def test_acl_gives_each_authority_its_own_delivery_topics_only() -> None:
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     lyon = [line for line in lines if "User:commune-69123 " in line]
-    assert len(lyon) == 2 and all("kafka-acls.sh --bootstrap-server kafka:9092 --add" in line for line in lyon)
+    assert len(lyon) == 3 and all("kafka-acls.sh --bootstrap-server kafka:9092 --add" in line for line in lyon)
     assert any("--topic scolaflux.delivery.commune-69123-instruction" in line for line in lyon)
-    assert not any("departement" in line or "region" in line for line in lyon)
-    assert sum("--operation Write" in line for line in lines) == 2  # the processor only
+    assert not any("departement" in line or "region" in line or "Write" in line for line in lyon)
+    assert all("User:scolaflux-" in line for line in lines if "--operation Write" in line)  # the feed's own
 
 
 @pytest.mark.broker
