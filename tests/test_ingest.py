@@ -74,8 +74,8 @@ def test_tokens_are_stored_hashed_and_only_a_declared_token_authenticates(tmp_pa
     ("text", "field", "rule"),
     [
         (f"{ONE}academy: '1'\n    token_sha256: {DIGEST}", "sources.0.academy", "pattern"),
-        (f"{ONE}academy: '10'\n    token_sha256: abc", "sources.0.token_sha256", "pattern"),
-        (f"{ONE}academy: '10'\n    token_sha256: 1234", "sources.0.token_sha256", "string"),
+        (f"{ONE}academy: '10'\n    token_sha256: abc", "sources.0.token_sha256.0", "pattern"),
+        (f"{ONE}academy: '10'\n    token_sha256: 1234", "sources.0.token_sha256.0", "string"),
         (f"{ONE}academy: '10'\n    token: x\n    token_sha256: {DIGEST}", "sources.0.token", "Extra"),
         ("sources: [", "(file)", "not valid YAML"),
     ],
