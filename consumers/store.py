@@ -228,6 +228,16 @@ def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[s
     conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)), rows)
 
 
+def upsert_many(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
+    """Insert many rows; a row whose key is already there is replaced by the new one."""
+    if not rows:
+        return
+    dialect = {"postgresql": postgresql, "sqlite": sqlite}[conn.dialect.name]
+    statement = dialect.insert(table)
+    replace = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    conn.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=replace), rows)
+
+
 def load_offsets(engine: Engine, topic: str) -> dict[int, int]:
     """The next offset to read per partition, as committed with the view."""
     with engine.connect() as conn:
