@@ -48,7 +48,7 @@ from sqlalchemy import (
 from ..schemas.codec import delivery_codec
 from ..schemas.errors import InvalidEvent
 from .authority import Authority
-from .store import Record, add_to_counter, applied_deliveries, insert_ignoring_duplicates, upsert_many
+from .store import Record, add_to_counter, applied_deliveries, insert_many
 
 metadata = MetaData()
 
@@ -215,7 +215,7 @@ def apply_deliveries(conn: Connection, deliveries: Iterable[Delivery]) -> None:
 
     def flush() -> None:
         add_movements(conn, pending["movements"])
-        insert_ignoring_duplicates(conn, absences, pending["absences"], ["delivery_id"])
+        insert_many(conn, absences, pending["absences"], ["delivery_id"])
         pending["movements"], pending["absences"] = [], []
 
     for delivery in deliveries:
@@ -359,9 +359,9 @@ def add_movements(conn: Connection, rows: list[dict[str, Any]]) -> None:
         by_pupil.setdefault((row["convention_id"], row["subject"]), {})[row["delivery_id"]] = row
     for row in rows:  # a stored row of the same delivery id wins, as the insert below leaves it
         by_pupil.setdefault((row["convention_id"], row["subject"]), {}).setdefault(row["delivery_id"], row)
-    insert_ignoring_duplicates(conn, movements, rows, ["delivery_id"])
+    insert_many(conn, movements, rows, ["delivery_id"])
     years = [year for pupil in by_pupil.values() for year in fold_years(sorted(pupil.values(), key=event_order))]
-    upsert_many(conn, pupil_years, years, ["convention_id", "subject", "school_year"])
+    insert_many(conn, pupil_years, years, ["convention_id", "subject", "school_year"], replace=True)
 
 
 def stored_movements(conn: Connection, pupils: Iterable[tuple[str, str]], chunk: int = 500) -> Iterator[Any]:
@@ -409,8 +409,7 @@ def recompute_pupils(conn: Connection, keys: Iterable[tuple[str, str]], chunk: i
             of_convention = pupil_years.c.convention_id == convention_id
             conn.execute(delete(pupil_years).where(of_convention, pupil_years.c.subject.in_([s for _, s in subjects])))
     years = [year for rows in by_pupil.values() for year in fold_years(sorted(rows, key=event_order))]
-    if years:
-        conn.execute(insert(pupil_years), years)
+    insert_many(conn, pupil_years, years)
 
 
 def fold_years(rows: Iterable[Any]) -> list[dict[str, Any]]:
