@@ -17,8 +17,9 @@ delivered under two conventions of the same authority is two subjects.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from itertools import groupby
 from typing import Any
 
@@ -31,20 +32,23 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Select,
     String,
     Table,
     and_,
+    column,
     delete,
     insert,
     or_,
     select,
+    text,
     update,
 )
 
 from ..schemas.codec import delivery_codec
 from ..schemas.errors import InvalidEvent
 from .authority import Authority
-from .store import Record, add_to_counter, applied_deliveries, insert_ignoring_duplicates
+from .store import Record, add_to_counter, applied_deliveries, insert_many
 
 metadata = MetaData()
 
@@ -201,13 +205,17 @@ def parse_delivery(record: Record, authority: Authority | None) -> Delivery:
 
 
 def apply_deliveries(conn: Connection, deliveries: Iterable[Delivery]) -> None:
-    """Apply deliveries in order inside the open transaction, then recompute the pupils they touched."""
+    """Apply deliveries in order inside the open transaction, keeping the touched pupils' years current.
+
+    New movements extend their pupils' years from the movements already stored (``add_movements``);
+    the pupils a correction or an erasure changed in place are recomputed from what remains.
+    """
     pending: dict[str, list[dict[str, Any]]] = {"movements": [], "absences": []}
-    touched: set[tuple[str, str]] = set()
+    changed_in_place: set[tuple[str, str]] = set()
 
     def flush() -> None:
-        insert_ignoring_duplicates(conn, movements, pending["movements"], ["delivery_id"])
-        insert_ignoring_duplicates(conn, absences, pending["absences"], ["delivery_id"])
+        add_movements(conn, pending["movements"])
+        insert_many(conn, absences, pending["absences"], ["delivery_id"])
         pending["movements"], pending["absences"] = [], []
 
     for delivery in deliveries:
@@ -215,22 +223,18 @@ def apply_deliveries(conn: Connection, deliveries: Iterable[Delivery]) -> None:
         if d.get("aggregate") is not None:
             _apply_cell(conn, d)
             continue
-        subject = (d["convention_id"], d["subject"]) if d.get("subject") else None
         match d["event_type"]:
             case "enrolment" | "transfer":
                 pending["movements"].append(movement_row(d))
             case "absence":
                 pending["absences"].append(absence_row(d))
-            case "correction":
+            case "correction" | "erasure" as kind:
                 flush()
-                _correct(conn, d)
-            case "erasure":
-                flush()
-                _erase(conn, d)
-        if subject and d["event_type"] != "absence":
-            touched.add(subject)
+                (_correct if kind == "correction" else _erase)(conn, d)
+                if d.get("subject"):
+                    changed_in_place.add((d["convention_id"], d["subject"]))
     flush()
-    recompute_pupils(conn, touched)
+    recompute_pupils(conn, changed_in_place)
 
 
 def school_year_of(day: dt.date) -> int:
@@ -341,30 +345,71 @@ def _naive(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo else moment
 
 
+def add_movements(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert new ``movements`` rows and bring their pupils' years up to date.
+
+    The years are folded from each pupil's stored movements and the new ones, in event order, so
+    a late delivery (an older event) lands where it belongs. Movements are only added here, so no
+    year of a pupil disappears: the folded years replace or join the stored ones (an upsert).
+    """
+    if not rows:
+        return
+    by_pupil: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in stored_movements(conn, {(row["convention_id"], row["subject"]) for row in rows}):
+        by_pupil.setdefault((row["convention_id"], row["subject"]), {})[row["delivery_id"]] = row
+    for row in rows:  # a stored row of the same delivery id wins, as the insert below leaves it
+        by_pupil.setdefault((row["convention_id"], row["subject"]), {}).setdefault(row["delivery_id"], row)
+    insert_many(conn, movements, rows, ["delivery_id"])
+    years = [year for pupil in by_pupil.values() for year in fold_years(sorted(pupil.values(), key=event_order))]
+    insert_many(conn, pupil_years, years, ["convention_id", "subject", "school_year"], replace=True)
+
+
+def stored_movements(conn: Connection, pupils: Iterable[tuple[str, str]], chunk: int = 500) -> Iterator[Any]:
+    """The stored movements of the (convention, subject) pupils, in no particular order."""
+    keys = sorted(pupils)
+    for start in range(0, len(keys), chunk):
+        wanted = keys[start : start + chunk]
+        params = {f"{name}{i}": value for i, key in enumerate(wanted) for name, value in zip("cs", key, strict=True)}
+        yield from conn.execute(_movements_of(len(wanted)), params).mappings()
+
+
+@cache
+def _movements_of(count: int) -> Select[Any]:
+    """The movements of ``count`` (convention, subject) pairs given as parameters c0, s0, c1, s1...
+
+    A join with a VALUES list, which SQLite and PostgreSQL both answer through the (convention,
+    subject) index; as text, so that SQLAlchemy compiles it once per count (a ``values()``
+    construct is compiled anew at every execution).
+    """
+    pairs = ", ".join(f"(:c{i}, :s{i})" for i in range(count))
+    wanted = (
+        text(f"SELECT column1 AS convention_id, column2 AS subject FROM (VALUES {pairs}) AS pairs")  # noqa: S608 (placeholders only)
+        .columns(column("convention_id", String), column("subject", String))
+        .cte("wanted")
+    )
+    return select(movements).join(
+        wanted, and_(movements.c.convention_id == wanted.c.convention_id, movements.c.subject == wanted.c.subject)
+    )
+
+
+def event_order(row: Any) -> tuple[int, dt.datetime, str]:
+    """The order in which a pupil's movements are folded: school year, event time, delivery id."""
+    return row["school_year"], _naive(row["event_time"]), row["delivery_id"]
+
+
 def recompute_pupils(conn: Connection, keys: Iterable[tuple[str, str]], chunk: int = 500) -> None:
     """Rewrite the ``pupil_years`` rows of the (convention, subject) pupils from the movements that remain."""
-    by_convention: dict[str, list[str]] = {}
-    for convention_id, subject in sorted(set(keys)):
-        by_convention.setdefault(convention_id, []).append(subject)
-    for convention_id, subjects in by_convention.items():
-        for start in range(0, len(subjects), chunk):
-            _recompute_chunk(conn, convention_id, subjects[start : start + chunk])
-
-
-def _recompute_chunk(conn: Connection, convention_id: str, subjects: list[str]) -> None:
-    rows = conn.execute(
-        select(movements)
-        .where(movements.c.convention_id == convention_id, movements.c.subject.in_(subjects))
-        .order_by(movements.c.subject, movements.c.school_year, movements.c.event_time, movements.c.delivery_id)
-    ).mappings()
-    states: list[dict[str, Any]] = []
-    for _subject, pupil_rows in groupby(rows, key=lambda row: row["subject"]):
-        states.extend(fold_years(pupil_rows))
-    conn.execute(
-        delete(pupil_years).where(pupil_years.c.convention_id == convention_id, pupil_years.c.subject.in_(subjects))
-    )
-    if states:
-        conn.execute(insert(pupil_years), states)
+    pupils = sorted(set(keys))
+    by_pupil: dict[tuple[str, str], list[Any]] = {}
+    for row in stored_movements(conn, pupils, chunk):
+        by_pupil.setdefault((row["convention_id"], row["subject"]), []).append(row)
+    for start in range(0, len(pupils), chunk):
+        wanted = pupils[start : start + chunk]
+        for convention_id, subjects in groupby(wanted, key=lambda pupil: pupil[0]):
+            of_convention = pupil_years.c.convention_id == convention_id
+            conn.execute(delete(pupil_years).where(of_convention, pupil_years.c.subject.in_([s for _, s in subjects])))
+    years = [year for rows in by_pupil.values() for year in fold_years(sorted(rows, key=event_order))]
+    insert_many(conn, pupil_years, years)
 
 
 def fold_years(rows: Iterable[Any]) -> list[dict[str, Any]]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from kafka import KafkaConsumer, OffsetAndMetadata, TopicPartition
 from sqlalchemy import Engine
 
-from ..infra.kafka import make_consumer
+from ..infra.kafka import VIEW_FETCH_WAIT_MS, make_consumer
 from ..infra.metrics import Metrics
 from ..infra.settings import Settings
 from .ledger import apply_retention
@@ -95,7 +95,7 @@ class ViewMaintainer:
             consumer.close(autocommit=False)
 
     def _consumer(self) -> KafkaConsumer:
-        limits: dict[str, object] = {}
+        limits: dict[str, object] = {"fetch_max_wait_ms": VIEW_FETCH_WAIT_MS}
         if self.batch_size:
             limits["max_poll_records"] = self.batch_size
         consumer = make_consumer(self.settings, self.group_id, **limits)

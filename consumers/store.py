@@ -16,6 +16,7 @@ import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,7 +25,9 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
+    Dialect,
     Engine,
+    Insert,
     Integer,
     LargeBinary,
     MetaData,
@@ -220,12 +223,53 @@ def upsert(conn: Connection, table: Table, row: dict[str, Any], keys: Sequence[s
     conn.execute(statement)
 
 
-def insert_ignoring_duplicates(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: Sequence[str]) -> None:
-    """Insert many rows; a row whose key is already there is left as it is."""
+def insert_many(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], keys: Sequence[str] = (), replace: bool = False
+) -> None:
+    """Insert many rows (``executemany``). With ``keys``, a row whose key is already there is left as
+    it is, or with ``replace`` replaced by the new one; without, it is an error.
+
+    On SQLite the rows go straight to the driver's ``executemany``, converted by SQLAlchemy's own
+    bind processors (so the stored values are the same): SQLAlchemy's per-row parameter handling
+    cost about as much as SQLite's insert itself. On PostgreSQL through SQLAlchemy, which also puts
+    the rows in the view's schema.
+    """
     if not rows:
         return
-    dialect = {"postgresql": postgresql, "sqlite": sqlite}[conn.dialect.name]
-    conn.execute(dialect.insert(table).on_conflict_do_nothing(index_elements=list(keys)), rows)
+    statement = _insert_statement(conn.dialect.name, table, tuple(keys), replace)
+    if conn.dialect.name != "sqlite":
+        conn.execute(statement, rows)
+        return
+    sql, columns = _sqlite_executemany(statement, conn.dialect)
+    conn.exec_driver_sql(sql, [_driver_values(row, columns) for row in rows])
+
+
+def _driver_values(row: dict[str, Any], columns: list[tuple[str, Any]]) -> tuple[Any, ...]:
+    values = []
+    for name, convert in columns:
+        value = row.get(name)
+        values.append(value if value is None or convert is None else convert(value))
+    return tuple(values)
+
+
+@cache
+def _insert_statement(dialect: str, table: Table, keys: tuple[str, ...], replace: bool) -> Insert:
+    statement = {"postgresql": postgresql, "sqlite": sqlite}[dialect].insert(table)
+    if not keys:
+        return statement
+    if not replace:
+        return statement.on_conflict_do_nothing(index_elements=list(keys))
+    others = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
+
+
+@cache
+def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, list[tuple[str, Any]]]:
+    """The SQL of ``statement`` for SQLite's driver, and per parameter its column and value converter."""
+    compiled = statement.compile(dialect=dialect)
+    names = [compiled.binds[name].key for name in compiled.positiontup or ()]
+    column = statement.table.c
+    return compiled.string, [(name, column[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
 
 
 def load_offsets(engine: Engine, topic: str) -> dict[int, int]:
@@ -284,8 +328,9 @@ def _first_sightings(conn: Connection, parsed: list[tuple[Record, Any]]) -> list
 
 
 def _remember(conn: Connection, applied: list[tuple[Record, Any]], applied_at: dt.datetime) -> None:
-    conn.execute(
-        insert(applied_deliveries),
+    insert_many(
+        conn,
+        applied_deliveries,
         [
             {
                 "delivery_id": item.delivery_id,

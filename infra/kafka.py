@@ -19,6 +19,12 @@ ORIGIN_HEADER = "scolaflux.origin"
 MAX_FRAME_BYTES = 64 * 2**20
 """kafka-python 2.3 refuses network frames over 1 MB by default; a fetch of several partitions, or
 the metadata of thousands of convention topics, answers more than that: every client allows 64 MB."""
+VIEW_FETCH_WAIT_MS = 50
+"""How long a view's fetch may wait for records. On Apache Kafka a fetch returns as soon as records
+are there; the embedded broker holds it for part of this wait anyway. Measured per hop (produce to
+poll, 20 records/s): p50 136 ms / p99 258 ms with kafka-python's default 500, 4 / 30-36 ms with 50,
+5 / 12-22 ms with 10; an idle view then costs 2.6 % of a core (and the broker 3.7 %) with 50,
+9 % (and 9 %) with 10, under 1 % with 500."""
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from ...consumers.views import AuthorityView
 from ...producers.simulator import Record as EventRecord
 from ...producers.simulator import avro_datum
 from ...schemas.codec import event_codec
-from ..kafka import make_consumer
+from ..kafka import VIEW_FETCH_WAIT_MS, make_consumer
 from ..settings import Settings
 from .records import bulk_producer
 
@@ -58,7 +58,7 @@ class Follower:
             engine = make_engine(view_url(None, self.database.parent, self.database.stem))
             view = AuthorityView(None)
             view.create(engine)
-            consumer = make_consumer(self.settings, None, receive_message_max_bytes=64 * 2**20)
+            consumer = make_consumer(self.settings, None, fetch_max_wait_ms=VIEW_FETCH_WAIT_MS)
             assign_all(consumer, list(self.topics))
             while not self._stop.is_set():
                 polled = consumer.poll(timeout_ms=100)
