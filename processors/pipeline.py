@@ -97,7 +97,7 @@ class Pipeline:
 
     def _count(self, facts: Facts, route: Route) -> list[Output]:
         event = facts.event
-        target = getattr(event.payload, "target_event_id", None)
+        target = vars(event.payload).get("target_event_id")
         move = movement(
             event,
             route,
