@@ -60,10 +60,8 @@ def event_fields(event: Event, school_commune: str | None) -> dict[str, Any]:
 
 def _payload_fields(payload: object) -> dict[str, Any]:
     match payload:
-        case Enrolment():
-            return payload.model_dump()
-        case Transfer():
-            return payload.model_dump()
+        case Enrolment() | Transfer():
+            return dict(vars(payload))  # its fields, named as in the delivery schema (no nested model)
         case Absence():
             return {
                 "absence_date": payload.date,
