@@ -81,11 +81,6 @@ def _payload_fields(payload: object) -> dict[str, Any]:
     raise TypeError(f"unknown payload {type(payload).__name__}")
 
 
-def minimise(fields: dict[str, Any], allowed: frozenset[str]) -> dict[str, Any]:
-    """Keep only the allowed fields that have a value."""
-    return {name: value for name, value in fields.items() if name in allowed and value is not None}
-
-
 @cache
 def picks(allowed: frozenset[str], event_type: EventType, nominative: bool) -> tuple[str, ...]:
     """The data fields a delivery of an event type may carry under an allow-list, sorted.

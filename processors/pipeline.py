@@ -169,8 +169,8 @@ def build_delivery(facts: Facts, route: Route) -> dict[str, Any]:
         raise ValueError(f"convention {route.convention_id} is aggregated: it receives cells, not events")
     nominative = route.treatment == "nominative"
     fields = facts.fields
-    record = {name: fields[name] for name in picks(route.fields, facts.event.event_type, nominative)}
-    record = {name: value for name, value in record.items() if value is not None}
+    allowed = picks(route.fields, facts.event.event_type, nominative)
+    record = {name: fields[name] for name in allowed if fields[name] is not None}  # minimised
     delivered = list(record)  # sorted, as picks are
 
     def ref(value: str) -> str:
