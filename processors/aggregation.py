@@ -17,11 +17,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
 from ..schemas.models import Correction, Enrolment, Erasure, Event, Transfer
-from .delivery import DELIVERY_NAMESPACE
+from .delivery import DELIVERY_NAMESPACE, EPOCH, epoch_millis
 from .routing import Route
 
 Action = Literal["enter", "leave", "relevel", "erase_event"]
@@ -54,7 +54,7 @@ class Movement:
 
     def to_bytes(self) -> bytes:
         """The record on the aggregation topic (JSON: internal to the processor)."""
-        return json.dumps(asdict(self), separators=(",", ":")).encode()
+        return json.dumps({name: getattr(self, name) for name in _MOVEMENT_FIELDS}, separators=(",", ":")).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Movement:
@@ -65,6 +65,9 @@ class Movement:
     def partition_key(self) -> bytes:
         """Key on the aggregation topic: one convention's school stays in one partition."""
         return f"{self.convention_id}|{self.school}".encode()
+
+
+_MOVEMENT_FIELDS = tuple(f.name for f in fields(Movement))
 
 
 def movement(event: Event, route: Route, pupil: str, event_ref: str, target_ref: str | None) -> Movement | None:
@@ -97,8 +100,8 @@ def movement(event: Event, route: Route, pupil: str, event_ref: str, target_ref:
         event_ref=event_ref,
         target_ref=target_ref,
         event_type=event.event_type.value,
-        event_time=_ms(event.event_time),
-        recorded_at=_ms(event.recorded_at),
+        event_time=epoch_millis(event.event_time),
+        recorded_at=epoch_millis(event.recorded_at),
     )
 
 
@@ -204,13 +207,6 @@ def cell_delivery(move: Movement, cell: CellValue, now: dt.datetime) -> dict[str
         "fields": ["aggregate"],
         "aggregate": {"school": move.school, "level": cell.level, "count": cell.count, "suppressed": suppressed},
     }
-
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def _ms(moment: dt.datetime) -> int:
-    return (moment - EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def _datetime(ms: int) -> dt.datetime:

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import ValidationError
 
 from ..schemas.errors import ConfigError
-from .conventions import Convention
+from .conventions import Convention, LegalBasis, Population
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +78,51 @@ class ConventionHistory:
     def from_bytes(cls, data: bytes, source: str = "(conventions topic)") -> ConventionHistory:
         """A history read from the conventions topic; ``ConfigError`` if the record is not one."""
         try:
-            record = json.loads(data)
-            versions = tuple(Convention.model_validate(v) for v in record["versions"])
+            record = _interned(json.loads(data))
+            versions = tuple(Convention.model_validate(_shared_parts(v)) for v in record["versions"])
         except (ValueError, KeyError, TypeError) as exc:
             detail = "; ".join(str(e["msg"]) for e in exc.errors()[:3]) if isinstance(exc, ValidationError) else ""
             raise ConfigError(source, "versions", f"not a convention history ({type(exc).__name__}{detail})") from None
         if not versions or len({v.id for v in versions}) != 1:
             raise ConfigError(source, "versions", "must hold one or more versions of one convention")
         return cls(versions)
+
+
+def _interned(value: Any) -> Any:
+    """A JSON value with its strings interned: thousands of conventions held by a worker repeat the
+    same codes, field names and texts, and a model keeps the string it was given."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, list):
+        return [_interned(item) for item in value]
+    if isinstance(value, dict):
+        return {sys.intern(key): _interned(item) for key, item in value.items()}
+    return value
+
+
+_SHARED: weakref.WeakValueDictionary[tuple[type, str], Any] = weakref.WeakValueDictionary()
+
+
+def _shared_parts(version: Any) -> Any:
+    """A version's record with its population and legal bases as validated instances shared by every
+    version that has the same ones (most of thousands of conventions do); pydantic keeps an instance
+    given for a model field as it is. Anything unusual is left for the validation to judge."""
+    if not isinstance(version, dict):
+        return version
+    shared = dict(version)
+    if isinstance(version.get("population"), dict):
+        shared["population"] = _shared(Population, version["population"])
+    if isinstance(version.get("legal_basis"), list) and all(isinstance(b, dict) for b in version["legal_basis"]):
+        shared["legal_basis"] = [_shared(LegalBasis, basis) for basis in version["legal_basis"]]
+    return shared
+
+
+def _shared(model: type[Any], data: dict[str, Any]) -> Any:
+    key = (model, json.dumps(data, sort_keys=True))
+    instance = _SHARED.get(key)
+    if instance is None:
+        instance = _SHARED[key] = model.model_validate(data)
+    return instance
 
 
 def merge(

@@ -13,7 +13,7 @@ from ..schemas.errors import InvalidEvent, RejectedInput
 from ..schemas.models import Event
 from ..schemas.validation import parse_event
 from .aggregation import movement
-from .delivery import FIELDS_BY_TYPE, IDENTITY_FIELDS, delivery_id, event_fields, millis, minimise
+from .delivery import delivery_id, epoch_millis, event_fields, millis, picks
 from .identity import pseudonym
 from .routing import Location, Route, Router
 
@@ -67,14 +67,16 @@ class Pipeline:
     def route(self, event: Event) -> list[Output]:
         """The deliveries, movements and audit records of one valid event."""
         where = self.locate(event)
-        now = millis(self.clock())
-        fields = event_fields(event, where.school_commune)
+        routes = self.router.routes(event, where)
+        if not routes:
+            return []
+        facts = Facts.of(event, event_fields(event, where.school_commune), self.clock(), self.mode, self.audit_key)
         outputs: list[Output] = []
-        for route in self.router.routes(event, where):
+        for route in routes:
             if route.treatment == "aggregated":
-                outputs.extend(self._count(event, route, now))
+                outputs.extend(self._count(facts, route))
             else:
-                outputs.extend(self._deliver(event, route, fields, now))
+                outputs.extend(self._deliver(facts, route))
         return outputs
 
     def accept(self, raw: bytes) -> Event:
@@ -84,83 +86,111 @@ class Pipeline:
             raise InvalidEvent("pupil.residence_commune: not a commune of the reference geography")
         return event
 
-    def _deliver(self, event: Event, route: Route, fields: dict[str, Any], now: dt.datetime) -> list[Output]:
-        record = build_delivery(event, route, fields, now)
+    def _deliver(self, facts: Facts, route: Route) -> list[Output]:
+        record = build_delivery(facts, route)
         subject = record["subject"] or record["event_ref"]
-        audit = build_audit(event, route, record["delivery_id"], record["fields"], now, self.mode, self.audit_key)
+        audit = build_audit(facts, route, record["delivery_id"], record["fields"])
         return [
             Output(self.topics.delivery(route.convention_id), subject.encode(), delivery_codec().encode(record)),
             self._audit_output(audit),
         ]
 
-    def _count(self, event: Event, route: Route, now: dt.datetime) -> list[Output]:
-        target = getattr(event.payload, "target_event_id", None)
+    def _count(self, facts: Facts, route: Route) -> list[Output]:
+        event = facts.event
+        target = vars(event.payload).get("target_event_id")
         move = movement(
             event,
             route,
             pseudonym(route.key, event.pupil.ine),
-            pseudonym(route.key, str(event.event_id)),
+            pseudonym(route.key, facts.event_id),
             pseudonym(route.key, target) if target else None,
         )
         if move is None:
             return []
-        ident = delivery_id(event.event_id, route.convention_id)
-        audit = build_audit(event, route, ident, ["aggregate"], now, self.mode, self.audit_key)
+        audit = build_audit(facts, route, delivery_id(facts.event_id, route.convention_id), ["aggregate"])
         return [Output(self.topics.aggregation, move.partition_key, move.to_bytes()), self._audit_output(audit)]
 
     def _audit_output(self, audit: dict[str, Any]) -> Output:
         return Output(self.topics.audit, audit["pupil"].encode(), audit_codec().encode(audit))
 
 
-def build_audit(
-    event: Event, route: Route, ident: str, fields: list[str], now: dt.datetime, mode: Mode, key: bytes
-) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class Facts:
+    """What every output of one event shares, worked out once per event (timestamps as Avro's millis)."""
+
+    event: Event
+    event_id: str
+    event_type: str
+    event_time: int
+    recorded_at: int
+    delivered_at: int
+    fields: dict[str, Any]
+    mode: Mode
+    audit_pupil: str
+
+    @classmethod
+    def of(cls, event: Event, fields: dict[str, Any], now: dt.datetime, mode: Mode, audit_key: bytes) -> Facts:
+        """The facts of an event with its data ``fields``, delivered at ``now`` (to the millisecond)."""
+        return cls(
+            event=event,
+            event_id=str(event.event_id),
+            event_type=event.event_type.value,
+            event_time=epoch_millis(event.event_time),
+            recorded_at=epoch_millis(event.recorded_at),
+            delivered_at=epoch_millis(millis(now)),
+            fields=fields,
+            mode=mode,
+            audit_pupil=pseudonym(audit_key, event.pupil.ine),
+        )
+
+
+def build_audit(facts: Facts, route: Route, ident: str, fields: list[str]) -> dict[str, Any]:
     """The audit record of one delivery: the pupil under the audit key, never their INE."""
     return {
         "delivery_id": ident,
-        "event_id": str(event.event_id),
-        "event_type": event.event_type.value,
-        "event_time": event.event_time,
-        "pupil": pseudonym(key, event.pupil.ine),
+        "event_id": facts.event_id,
+        "event_type": facts.event_type,
+        "event_time": facts.event_time,
+        "pupil": facts.audit_pupil,
         "convention_id": route.convention_id,
         "convention_version": route.version,
         "authority_level": route.authority_level,
         "authority_code": route.authority_code,
         "identity_treatment": route.treatment,
         "fields": fields,
-        "delivered_at": now,
-        "mode": mode,
+        "delivered_at": facts.delivered_at,
+        "mode": facts.mode,
     }
 
 
-def build_delivery(event: Event, route: Route, fields: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+def build_delivery(facts: Facts, route: Route) -> dict[str, Any]:
     """The delivery record of one event under one route: allowed fields only, identity treated."""
     if route.treatment == "aggregated":
         raise ValueError(f"convention {route.convention_id} is aggregated: it receives cells, not events")
-    allowed = route.fields & FIELDS_BY_TYPE[event.event_type]
     nominative = route.treatment == "nominative"
-    if not nominative:
-        allowed -= IDENTITY_FIELDS
-    data = minimise(fields, allowed)
+    fields = facts.fields
+    allowed = picks(route.fields, facts.event.event_type, nominative)
+    record = {name: fields[name] for name in allowed if fields[name] is not None}  # minimised
+    delivered = list(record)  # sorted, as picks are
 
     def ref(value: str) -> str:
         return value if nominative else pseudonym(route.key, value)
 
-    if "target_ref" in data:
-        data["target_ref"] = ref(data["target_ref"])
-    return {
-        **data,
-        "delivery_id": delivery_id(event.event_id, route.convention_id),
-        "event_ref": ref(str(event.event_id)),
-        "event_type": event.event_type.value,
-        "event_time": event.event_time,
-        "recorded_at": event.recorded_at,
-        "delivered_at": now,
-        "convention_id": route.convention_id,
-        "convention_version": route.version,
-        "authority_level": route.authority_level,
-        "authority_code": route.authority_code,
-        "identity_treatment": route.treatment,
-        "subject": ref(event.pupil.ine),
-        "fields": sorted(data),
-    }
+    if "target_ref" in record:
+        record["target_ref"] = ref(record["target_ref"])
+    record.update(
+        delivery_id=delivery_id(facts.event_id, route.convention_id),
+        event_ref=ref(facts.event_id),
+        event_type=facts.event_type,
+        event_time=facts.event_time,
+        recorded_at=facts.recorded_at,
+        delivered_at=facts.delivered_at,
+        convention_id=route.convention_id,
+        convention_version=route.version,
+        authority_level=route.authority_level,
+        authority_code=route.authority_code,
+        identity_treatment=route.treatment,
+        subject=ref(facts.event.pupil.ine),
+        fields=delivered,
+    )
+    return record

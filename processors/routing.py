@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..schemas.geography import Geography, SchoolKind
-from ..schemas.models import Event
+from ..schemas.models import Event, EventType
 from .conventions import LEVELS_OF_KIND, AuthorityLevel, Convention, Treatment, french_day
 from .history import ConventionHistory
 from .identity import convention_key
@@ -125,7 +125,7 @@ def covers(convention: Convention, event: Event, where: Location) -> bool:
     if event.event_type not in convention.events or event.source.academy != convention.academy:
         return False
     population = convention.population
-    level = getattr(event.payload, "level", None)
+    level = payload_level(event)
     kind = where.school_kind or _kind_of(level)
     if kind not in population.school_kinds:
         return False
@@ -157,6 +157,12 @@ def _schooled(convention: Convention, where: Location) -> bool:
     return place[convention.authority.level] == convention.authority.code
 
 
+def payload_level(event: Event) -> str | None:
+    """The level an event's payload names, if any (read from the fields: a payload without one
+    would make pydantic raise and catch an AttributeError)."""
+    return vars(event.payload).get("level")
+
+
 def _kind_of(level: str | None) -> SchoolKind | None:
     """The kind of school that teaches a level (for a school the geography does not know)."""
     for kind, levels in LEVELS_OF_KIND.items():
@@ -172,6 +178,9 @@ class ConventionIndex:
     histories: Mapping[str, ConventionHistory]
     keys: Mapping[str, bytes]
     index: Mapping[IndexKey, tuple[str, ...]] = field(repr=False)
+    _routes: dict[tuple[str, int, EventType], Route] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def build(cls, histories: Iterable[ConventionHistory], master_key: bytes) -> ConventionIndex:
@@ -190,7 +199,7 @@ class ConventionIndex:
 
     def candidates(self, event: Event, where: Location) -> set[str]:
         """The ids of the conventions indexed under a place of the event, its school kind and académie."""
-        kind = where.school_kind or _kind_of(getattr(event.payload, "level", None))
+        kind = where.school_kind or _kind_of(payload_level(event))
         if kind is None:
             return set()
         academy = event.source.academy
@@ -206,7 +215,7 @@ class ConventionIndex:
         for convention_id in sorted(self.candidates(event, where)):
             version = self.histories[convention_id].in_force(event.event_time)
             if version is not None and version.delivers_on(day) and covers(version, event, where):
-                found.append(self._route(version, event))
+                found.append(self._route(version, event.event_type))
         return found
 
     def only(self, convention_id: str) -> ConventionIndex:
@@ -218,14 +227,18 @@ class ConventionIndex:
                 index[key] = (history.id,)
         return ConventionIndex({history.id: history}, {history.id: self.keys[history.id]}, index)
 
-    def _route(self, version: Convention, event: Event) -> Route:
-        return Route(
-            convention_id=version.id,
-            version=version.version,
-            authority_level=version.authority.level,
-            authority_code=version.authority.code,
-            treatment=version.identity,
-            fields=version.fields_for(event.event_type),
-            key=self.keys[version.id],
-            threshold=version.threshold,
-        )
+    def _route(self, version: Convention, event_type: EventType) -> Route:
+        """The route of a version for an event type, made once and kept (the index is immutable)."""
+        made = self._routes.get((version.id, version.version, event_type))
+        if made is None:
+            made = self._routes[version.id, version.version, event_type] = Route(
+                convention_id=version.id,
+                version=version.version,
+                authority_level=version.authority.level,
+                authority_code=version.authority.code,
+                treatment=version.identity,
+                fields=version.fields_for(event_type),
+                key=self.keys[version.id],
+                threshold=version.threshold,
+            )
+        return made

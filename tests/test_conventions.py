@@ -170,6 +170,17 @@ def test_a_history_survives_the_topic_and_garbage_is_refused() -> None:
         ConventionHistory.from_bytes(b'{"id": "x", "versions": [{"id": "x"}]}')
     with pytest.raises(ConfigError, match="versions: not a convention history"):
         ConventionHistory.from_bytes(b"\x00 not json")
+    with pytest.raises(ConfigError, match="versions: not a convention history"):
+        broken = history.to_bytes().replace(b'"basis": "', b'"basis": "nowhere-')
+        ConventionHistory.from_bytes(broken)
+
+
+def test_histories_read_from_the_topic_share_their_equal_parts() -> None:
+    """A worker holds every convention: equal populations and legal bases are one object (memory)."""
+    one, two = (ConventionHistory.first(_convention(retention_days=d)).to_bytes() for d in (10, 20))
+    first, second = (ConventionHistory.from_bytes(data).latest for data in (one, two))
+    assert first != second and first.population == second.population
+    assert first.population is second.population and first.legal_basis[0] is second.legal_basis[0]
 
 
 # --------------------------------------------------------------------------- commands

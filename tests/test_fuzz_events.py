@@ -12,11 +12,13 @@ import datetime as dt
 from typing import Any
 
 import pytest
+from hypothesis import event as note
 from hypothesis import given, settings
+from pydantic import BaseModel, ValidationError
 from scolaflux.schemas.codec import event_codec
-from scolaflux.schemas.errors import InvalidEvent, RejectedInput
+from scolaflux.schemas.errors import DecodeError, InvalidEvent, RejectedInput
 from scolaflux.schemas.models import Event
-from scolaflux.schemas.validation import encode_event, parse_event, validate_event
+from scolaflux.schemas.validation import describe, encode_event, parse_event, trusted_event, validate_event
 
 from tests.conftest import make_event
 from tests.fuzz.strategies import events, mutated_dicts, mutated_records
@@ -69,6 +71,89 @@ def test_arbitrary_json_in_a_record_gives_an_event_or_a_clean_rejection(case: tu
     accept_or_reject(original, validate_event, record)
 
 
+# --- the hot path's check against pydantic ---------------------------------------------------
+
+
+def same_model(ours: BaseModel, theirs: BaseModel) -> None:
+    """Equal, field by field of the same types, with the same fields set, nested models too."""
+    assert ours == theirs and repr(ours) == repr(theirs) and ours.model_fields_set == theirs.model_fields_set
+    for name in type(theirs).model_fields:
+        mine, expected = getattr(ours, name), getattr(theirs, name)
+        assert type(mine) is type(expected), name
+        if isinstance(expected, BaseModel):
+            same_model(mine, expected)
+
+
+def assert_as_pydantic(record: dict[str, Any]) -> str:
+    """``validate_event`` accepts exactly what pydantic accepts, giving the same event, and rejects
+    the rest with pydantic's reason; whatever ``trusted_event`` accepts, pydantic accepts the same.
+    Returns which way the record went."""
+    try:
+        expected: Event | str = Event.from_avro(record)
+    except ValidationError as error:
+        expected = describe(error)
+    try:
+        ours: Event | str = validate_event(record)
+    except InvalidEvent as error:
+        ours = str(error)
+    trusted = trusted_event(record)
+    if isinstance(expected, str):
+        assert trusted is None and ours == expected
+        return "pydantic rejects"
+    assert isinstance(ours, Event)
+    same_model(ours, expected)
+    if trusted is not None:
+        same_model(trusted, expected)
+    return f"pydantic accepts, {'on' if trusted else 'off'} the hot path"
+
+
+@given(events())
+def test_the_hot_path_takes_every_valid_event_as_pydantic_gives_it(event: Event) -> None:
+    record = _decoded(event)
+    trusted = trusted_event(record)
+    assert trusted is not None, "a valid event of the usual shape left the hot path"
+    same_model(trusted, Event.from_avro(record))
+
+
+@settings(max_examples=400)
+@given(mutated_records())
+def test_the_hot_path_accepts_and_rejects_avro_records_as_pydantic_does(case: tuple[Event, dict[str, Any]]) -> None:
+    _, record = case
+    try:
+        decoded = event_codec().decode(event_codec().encode(record))
+    except DecodeError:  # e.g. a string that is not a UUID under the uuid logical type
+        note("does not decode")
+        return
+    note(assert_as_pydantic(decoded))
+
+
+@settings(max_examples=400)
+@given(events().flatmap(lambda e: mutated_dicts(_decoded(e), _planted(e))))
+def test_the_hot_path_accepts_and_rejects_arbitrary_json_as_pydantic_does(record: dict[str, Any]) -> None:
+    note(assert_as_pydantic(record))
+
+
+EDGES = {  # each rule's boundary, on both sides, and values of a near type
+    "school_year": [1989, 1990, 2100, 2101, True, 2026.0, "2026"],
+    "pupil__birth_date": [dt.date(1989, 12, 31), dt.date(1990, 1, 1), dt.date(2026, 9, 1), dt.date(2026, 9, 2)],
+    "event_time": [dt.datetime(2101, 1, 1, tzinfo=dt.UTC), dt.datetime(2026, 9, 1, 8, 0, 0, 123456, tzinfo=dt.UTC)],
+    "recorded_at": [dt.datetime(1989, 12, 31, 23, tzinfo=dt.UTC), dt.datetime(2026, 9, 1, 8)],
+    "payload__entry_date": [dt.date(2100, 12, 31), dt.date(2101, 1, 1), "2026-09-01"],
+    "payload__level": ["6e", "6E", " 6e", None],
+    "pupil__ine": ["1234567890A", "1234567890a", " 1234567890A ", "1234A12345B", "123456789AB", "123456789"],
+    "pupil__residence_commune": ["2A004", "2a004", " 69123", "6912"],
+    "school": ["0690026D", "0690026d", "0690026E", "0690026"],
+    "source__academy": ["10", "1", "٠١", "10\n"],
+    "pupil__sex": ["F", "f", None],
+    "event_id": ["c96033fa-0700-4de0-a350-b5c75332833e"],
+}
+
+
+@pytest.mark.parametrize(("path", "value"), [(p, v) for p, values in EDGES.items() for v in values])
+def test_the_hot_path_decides_edge_values_as_pydantic_does(path: str, value: Any) -> None:
+    assert_as_pydantic(_record(**{path: value}))
+
+
 # --- real dirty data --------------------------------------------------------------------------
 
 
@@ -103,6 +188,7 @@ IMPOSSIBLE_DATES = {
 def test_impossible_dates_are_refused_naming_the_field(changes: dict[str, Any], rule: str) -> None:
     with pytest.raises(InvalidEvent, match=rule.replace(".", r"\.")):
         validate_event(_record(**changes))
+    assert_as_pydantic(_record(**changes))
 
 
 def test_an_absence_before_birth_is_refused() -> None:

@@ -19,7 +19,7 @@ from scolaflux.infra.settings import Settings
 from scolaflux.processors.aggregation import Movement
 from scolaflux.processors.bench_routing import measure_routing
 from scolaflux.processors.conventions import Convention, convention_rules
-from scolaflux.processors.delivery import FIELDS_BY_TYPE, IDENTITY_FIELDS
+from scolaflux.processors.delivery import DELIVERY_NAMESPACE, FIELDS_BY_TYPE, IDENTITY_FIELDS, delivery_id
 from scolaflux.processors.history import ConventionHistory
 from scolaflux.processors.identity import audit_key, pseudonym
 from scolaflux.processors.live import in_force
@@ -340,6 +340,12 @@ def test_the_same_pupil_gets_one_pseudonym_per_convention() -> None:
                 subjects[record["convention_id"]].add(record["subject"])
     assert len(subjects["rhone-0"]) == len(subjects["rhone-1"]) == 1
     assert subjects["rhone-0"] != subjects["rhone-1"]
+
+
+@given(st.uuids(), st.text(min_size=1, max_size=120))
+def test_the_delivery_id_is_the_uuid5_of_event_and_convention(event_id, convention_id) -> None:
+    expected = str(uuid.uuid5(DELIVERY_NAMESPACE, f"{event_id}/{convention_id}"))
+    assert delivery_id(event_id, convention_id) == delivery_id(str(event_id), convention_id) == expected
 
 
 def test_the_cost_of_routing_depends_on_the_matching_conventions_not_on_how_many_exist() -> None:
