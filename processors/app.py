@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 5_000
 """Records per batch at most (one conventions catch-up, one gather of acknowledgements, one commit)."""
+YIELD_EVERY = 250
+"""Records processed between two turns of the event loop (a batch is CPU-bound: without turns, the
+headcounts agent and the group heartbeats would wait for the whole batch)."""
 POLL_TIMEOUT_MS = 200
 """How long ``getmany`` waits when nothing is there (the loop then checks whether to stop)."""
 FETCH_MAX_WAIT_MS = 10
@@ -173,22 +176,24 @@ class RawBatches(Service):
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One batch: route, send, wait for every acknowledgement, commit the next offsets."""
         await self.conventions.catch_up()
+        records = [record for partition in batch.values() for record in partition]
         outputs: list[Output] = []
-        stamps: list[int] = []
-        for records in batch.values():
-            for record in records:
+        pending = []
+        for start in range(0, len(records), YIELD_EVERY):
+            for record in records[start : start + YIELD_EVERY]:
                 origin = f"{record.topic}/{record.partition}/{record.offset}"
-                produced = self.pipeline.process(record.value, record.key, origin)
-                outputs.extend(produced)
-                stamps.extend([record.timestamp] * len(produced))
-        pending = [
-            await self.producer.send(o.topic, o.value, key=o.key, timestamp_ms=ts, headers=o.headers)
-            for o, ts in zip(outputs, stamps, strict=True)
-        ]
+                for o in self.pipeline.process(record.value, record.key, origin):
+                    outputs.append(o)
+                    pending.append(
+                        await self.producer.send(
+                            o.topic, o.value, key=o.key, timestamp_ms=record.timestamp, headers=o.headers
+                        )
+                    )
+            await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts agent, the sends
         await acknowledged(pending)
-        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        await self._commit({tp: partition[-1].offset + 1 for tp, partition in batch.items()})
         if self.metrics is not None:
-            _observe(self.metrics, self.settings, self.settings.raw_topic, sum(map(len, batch.values())), outputs)
+            _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outputs)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit what was delivered, for the partitions this worker still owns."""
