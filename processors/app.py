@@ -12,9 +12,9 @@ flight to be acknowledged and committed before the partitions go (and a commit t
 e.g. after the session expired, is dropped: the next owner redoes the batch; at-least-once, the
 views dedupe by delivery id). Why: faust's per-record stream machinery took three quarters of a
 worker's time (1,900 events/s against 7,500/s for the pure core). Measured A/B on the loaded 2-core
-machine (one worker, 300 conventions, 20,000 events, three rounds): 1,230 events/s median against
-600/s for the former agent, 360 µs of worker CPU per event against 520; the pure pipeline is now
-70 % of the worker's busy time. Through faust's producer instead of this one: 930/s, 390 µs.
+machine (one worker, 300 conventions, 20,000 events, alternated runs; medians): 1,230 events/s
+against 600/s for the former agent, 360 µs of worker CPU per event against 520; the pure pipeline
+is now 70 % of the worker's busy time. Through faust's producer instead of its own: 930/s, 390 µs.
 
 **Headcounts: a faust agent.** It keeps the headcounts of aggregated conventions in two faust Tables
 (changelogs on the broker) from the movements the pipeline writes to the aggregation topic. It
@@ -212,7 +212,7 @@ class RawBatches(Service):
             log.warning("raw batch delivered but not committed (%s): its partitions' next owner redoes it", error)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     """Partitions go only once the batch in flight is committed; readiness and rebalances follow the group."""
 
     def __init__(self, service: RawBatches) -> None:
