@@ -1,8 +1,9 @@
-"""Faults, the short version of ``make chaos`` (``infra/chaos.py``): the processor (a real faust
-worker) and two views (``scolaflux view run``) killed with SIGKILL at random moments of their work,
-a wave sent in another interleaving of pupils, another followed by events sent a second time; after
-recovery every view equals the view of an uninterrupted run of the same events, the audit holds a
-record for every delivery and nothing else, the dead-letter topic exactly the bad records.
+"""Faults, the short version of ``make chaos`` (``infra/chaos.py``): the processor and two views
+(``scolaflux view run``) killed with SIGKILL at random moments of their work and restarted, a wave
+sent in another interleaving of pupils and followed by the first wave again; after recovery every
+view equals the view of an uninterrupted run of the same events, the audit as read holds one entry
+per delivery of that run, the dead-letter topic exactly the bad records. The broker pause and the
+two-worker takeover run in ``make chaos`` only (each costs tens of seconds of group rebalancing).
 
 The pure helpers of the harness are tested first, without a broker."""
 
@@ -12,7 +13,7 @@ import random
 from pathlib import Path
 
 import pytest
-from scolaflux.infra.chaos import ChaosPlan, raw_partitions, run_chaos
+from scolaflux.infra.chaos import ChaosPlan, run_chaos
 from scolaflux.infra.chaos_reference import (
     BAD_KINDS,
     bad_frames,
@@ -28,29 +29,6 @@ from scolaflux.schemas.geography import load_geography
 from scolaflux.schemas.validation import parse_event
 
 from tests.conftest import EXAMPLE_CONVENTIONS
-
-PROCESSOR_LOG = """
-[2026-11-29 03:51:28,750] [9340] [INFO] Setting newly assigned partitions
-+Topic Partition Set------------------------+------------+
-| topic                                     | partitions |
-+-------------------------------------------+------------+
-| x-processor-__assignor-__leader           | {0}        |
-| x.aggregation                             | {0-5}      |
-| x.events                                  | {0-5}      |
-+-------------------------------------------+------------+ for group x-processor
-[2026-11-29 03:52:01,100] [9340] [INFO] Setting newly assigned partitions
-+Topic Partition Set------------------------+------------+
-| x.aggregation                             | {1, 3-4}   |
-| x.events                                  | {0, 2, 4}  |
-+-------------------------------------------+------------+ for group x-processor
-"""
-
-
-def test_a_workers_raw_partitions_are_read_from_its_last_assignment() -> None:
-    assert raw_partitions(PROCESSOR_LOG, "x.events") == {0, 2, 4}
-    assert raw_partitions(PROCESSOR_LOG.split("[2026-11-29 03:52")[0], "x.events") == set(range(6))
-    assert raw_partitions("[INFO] Starting...", "x.events") is None
-
 
 def test_the_bad_records_are_all_refused_distinct_and_of_every_kind() -> None:
     records = simulated_records(load_geography(), ["69"], 300, 0.002, seed=7)
@@ -104,6 +82,7 @@ def test_kills_duplicates_and_reordering_leave_every_view_equal_to_an_uninterrup
     assert report.kills_at_work["processor-1"] >= 1
     assert report.copies > 0 and report.bad == 24
     assert [t.name for t in report.topics if not t.ok] == []
+    assert len(report.topics) == 3 and all(t.expected > 0 for t in report.topics)
     assert report.differences == 0
     assert all(tables["rows compared"] > 300 for tables in report.views.values())
     # Not asserted here: that the restarted worker commits all it processed. faust sometimes stops
