@@ -152,11 +152,12 @@ def delivered(settings: Settings, conventions: Sequence[Convention]) -> Delivere
     return result
 
 
-_SYNCED = re.compile(r"Successfully synced group \S+ with generation (\d+)")
+_SYNCED = re.compile(r"Successfully synced group \S+-processor with generation (\d+)")
 
 
 def generation(worker: Worker) -> int | None:
-    """The consumer-group generation a faust worker last synced (from its log), if any."""
+    """The generation of the processor's group (the raw topic's, ``<prefix>-processor``) a worker
+    last synced (from its log), if any; the headcounts agent's faust group is another one."""
     text = worker.log_path.read_text(encoding="utf-8", errors="replace") if worker.log_path.exists() else ""
     found = _SYNCED.findall(text)
     return int(found[-1]) if found else None
