@@ -74,7 +74,7 @@ from .chaos_reference import (
     waves,
 )
 from .kafka import ORIGIN_HEADER, ensure_topics, make_consumer, pipeline_topics
-from .lag import LagReader
+from .lag import LagReader, role_of, watched_groups
 from .processes import start_process, stop_process
 from .settings import Settings, settings_env
 from .status import Sampler
@@ -503,9 +503,15 @@ class Progress:
         return ", ".join(parts + [f"{name} {n:,}" for name, n in self.unapplied.items()])
 
 
+def processor_groups(settings: Settings, reader: LagReader) -> list[str]:
+    """The deployment's groups but the views': the processor's, and any other its app uses (e.g. for
+    the headcounts, which consume the aggregation topic)."""
+    return [g for g in watched_groups(settings, reader.groups()) if role_of(settings, g)[0] != "view"]
+
+
 def progress(deployment: Deployment, reader: LagReader) -> Progress:
-    """Read where the processor (its group's committed offsets) and every view (the offsets stored
-    with it) stand."""
+    """Read where the processor (the committed offsets of its groups on its input topics) and every
+    view (the offsets stored with it) stand."""
     s = deployment.settings
     probe = make_consumer(s, None)
     try:
@@ -515,7 +521,10 @@ def progress(deployment: Deployment, reader: LagReader) -> Progress:
     finally:
         probe.close(autocommit=False)
     ends = end_offsets(s, inputs + outputs)
-    committed = reader.committed(s.processor_group_id, [(tp.topic, tp.partition) for tp in inputs])
+    committed: dict[tuple[str, int], int] = {}
+    for offsets in reader.all_committed(processor_groups(s, reader), (s.raw_topic, aggregation_topic(s))).values():
+        for where, offset in offsets.items():
+            committed[where] = max(offset, committed.get(where, 0))
     uncommitted = {f"{tp.topic}/{tp.partition}": ends[tp] - committed.get((tp.topic, tp.partition), 0) for tp in inputs}
     unapplied: dict[str, int] = {}
     for authority, engine in deployment.engines.items():
