@@ -11,7 +11,10 @@ exactly the batch's next offsets, partition by partition. A rebalance waits for 
 flight to be acknowledged and committed before the partitions go (and a commit that still fails,
 e.g. after the session expired, is dropped: the next owner redoes the batch; at-least-once, the
 views dedupe by delivery id). Why: faust's per-record stream machinery took three quarters of a
-worker's time (1,900 events/s against 7,500/s for the pure core); see the README's figures.
+worker's time (1,900 events/s against 7,500/s for the pure core). Measured A/B on the loaded 2-core
+machine (one worker, 300 conventions, 20,000 events, three rounds): 1,230 events/s median against
+600/s for the former agent, 360 µs of worker CPU per event against 520; the pure pipeline is now
+70 % of the worker's busy time. Through faust's producer instead of this one: 930/s, 390 µs.
 
 **Headcounts: a faust agent.** It keeps the headcounts of aggregated conventions in two faust Tables
 (changelogs on the broker) from the movements the pipeline writes to the aggregation topic. It
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 MAX_RECORDS = 5_000
 """Records per batch at most (one conventions catch-up, one gather of acknowledgements, one commit)."""
+YIELD_EVERY = 250
+"""Records processed between two turns of the event loop (a batch is CPU-bound: without turns, the
+headcounts agent and the group heartbeats would wait for the whole batch)."""
 POLL_TIMEOUT_MS = 200
 """How long ``getmany`` waits when nothing is there (the loop then checks whether to stop)."""
 FETCH_MAX_WAIT_MS = 10
@@ -173,22 +179,24 @@ class RawBatches(Service):
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One batch: route, send, wait for every acknowledgement, commit the next offsets."""
         await self.conventions.catch_up()
+        records = [record for partition in batch.values() for record in partition]
         outputs: list[Output] = []
-        stamps: list[int] = []
-        for records in batch.values():
-            for record in records:
+        pending = []
+        for start in range(0, len(records), YIELD_EVERY):
+            for record in records[start : start + YIELD_EVERY]:
                 origin = f"{record.topic}/{record.partition}/{record.offset}"
-                produced = self.pipeline.process(record.value, record.key, origin)
-                outputs.extend(produced)
-                stamps.extend([record.timestamp] * len(produced))
-        pending = [
-            await self.producer.send(o.topic, o.value, key=o.key, timestamp_ms=ts, headers=o.headers)
-            for o, ts in zip(outputs, stamps, strict=True)
-        ]
+                for o in self.pipeline.process(record.value, record.key, origin):
+                    outputs.append(o)
+                    pending.append(
+                        await self.producer.send(
+                            o.topic, o.value, key=o.key, timestamp_ms=record.timestamp, headers=o.headers
+                        )
+                    )
+            await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts agent, the sends
         await acknowledged(pending)
-        await self._commit({tp: records[-1].offset + 1 for tp, records in batch.items()})
+        await self._commit({tp: partition[-1].offset + 1 for tp, partition in batch.items()})
         if self.metrics is not None:
-            _observe(self.metrics, self.settings, self.settings.raw_topic, sum(map(len, batch.values())), outputs)
+            _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outputs)
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit what was delivered, for the partitions this worker still owns."""
