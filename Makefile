@@ -60,6 +60,11 @@ fuzz: install  ## coverage-guided fuzzing (atheris) of the codec and identifier 
 			-artifact_prefix=var/fuzz/$$target- var/fuzz/corpus/$$target || exit 1; \
 	done
 
+.PHONY: chaos
+CHAOS_ARGS ?=
+chaos: install  ## kill -9, broker pause, duplicates, takeover on 200,000 events; every view compared (README "Faults")
+	$(BIN)/scolaflux chaos $(CHAOS_ARGS)
+
 lint: install
 	$(BIN)/ruff check .
 

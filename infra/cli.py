@@ -7,7 +7,7 @@ import typer
 from ..consumers import cli as consumers_cli
 from ..processors import cli as processors_cli
 from ..producers import cli as producers_cli
-from . import demo, status_cli
+from . import chaos, demo, status_cli
 from .bench import cli as bench_cli
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -17,6 +17,7 @@ consumers_cli.register(app)
 demo.register(app)
 status_cli.register(app)
 bench_cli.register(app)
+chaos.register(app)
 
 
 if __name__ == "__main__":
