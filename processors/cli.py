@@ -182,7 +182,7 @@ def audit_pupil(
         typer.Argument(
             metavar="INE",
             help="The pupil's INE (hashed; never stored or printed). Omitted: read from standard input "
-            "(a hidden prompt on a terminal), which keeps it out of `ps` and the shell history."
+            "(a hidden prompt on a terminal), which keeps it out of `ps` and the shell history.",
         ),
     ] = None,
 ) -> None:
