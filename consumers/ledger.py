@@ -208,7 +208,8 @@ def apply_deliveries(conn: Connection, deliveries: Iterable[Delivery]) -> None:
     """Apply deliveries in order inside the open transaction, keeping the touched pupils' years current.
 
     New movements extend their pupils' years from the movements already stored (``add_movements``);
-    the pupils a correction or an erasure changed in place are recomputed from what remains.
+    the pupils whose rows a correction or an erasure changed in place (as the rows name them, not as
+    the delivery does) are recomputed from what remains.
     """
     pending: dict[str, list[dict[str, Any]]] = {"movements": [], "absences": []}
     changed_in_place: set[tuple[str, str]] = set()
@@ -230,9 +231,7 @@ def apply_deliveries(conn: Connection, deliveries: Iterable[Delivery]) -> None:
                 pending["absences"].append(absence_row(d))
             case "correction" | "erasure" as kind:
                 flush()
-                (_correct if kind == "correction" else _erase)(conn, d)
-                if d.get("subject"):
-                    changed_in_place.add((d["convention_id"], d["subject"]))
+                changed_in_place |= (_correct if kind == "correction" else _erase)(conn, d)
     flush()
     recompute_pupils(conn, changed_in_place)
 
@@ -296,26 +295,40 @@ def corrected_fields(d: dict[str, Any]) -> dict[str, Any]:
     return {name: d[name] for name in names if name in IDENTITY + EVENT_FACTS and d.get(name) is not None}
 
 
-def _correct(conn: Connection, d: dict[str, Any]) -> None:
+def _changed(conn: Connection, table: Table, statement: Any) -> set[tuple[str, str]]:
+    """Run an update or delete of ``table``; the (convention, subject) pupils of the rows it changed."""
+    return {
+        (convention, subject)
+        for convention, subject in conn.execute(statement.returning(table.c.convention_id, table.c.subject))
+    }
+
+
+def _correct(conn: Connection, d: dict[str, Any]) -> set[tuple[str, str]]:
     values = corrected_fields(d)
     pupil_facts = {k: v for k, v in values.items() if k in IDENTITY}
     event_facts = {k: v for k, v in values.items() if k in EVENT_FACTS}
+    changed: set[tuple[str, str]] = set()
     for table in (movements, absences):
         of_convention = table.c.convention_id == d["convention_id"]
         if pupil_facts:
-            conn.execute(update(table).where(of_convention, table.c.subject == d["subject"]).values(**pupil_facts))
+            of_pupil = update(table).where(of_convention, table.c.subject == d["subject"])
+            changed |= _changed(conn, table, of_pupil.values(**pupil_facts))
         facts = {k: v for k, v in event_facts.items() if k in table.c}
         if facts and d.get("target_ref"):
-            conn.execute(update(table).where(of_convention, table.c.event_ref == d["target_ref"]).values(**facts))
+            of_event = update(table).where(of_convention, table.c.event_ref == d["target_ref"])
+            changed |= _changed(conn, table, of_event.values(**facts))
+    return changed
 
 
-def _erase(conn: Connection, d: dict[str, Any]) -> None:
+def _erase(conn: Connection, d: dict[str, Any]) -> set[tuple[str, str]]:
+    changed: set[tuple[str, str]] = set()
     for table in (movements, absences):
         of_convention = table.c.convention_id == d["convention_id"]
         if d["erasure_scope"] == "pupil":
-            conn.execute(delete(table).where(of_convention, table.c.subject == d["subject"]))
+            changed |= _changed(conn, table, delete(table).where(of_convention, table.c.subject == d["subject"]))
         else:
-            conn.execute(delete(table).where(of_convention, table.c.event_ref == d["target_ref"]))
+            changed |= _changed(conn, table, delete(table).where(of_convention, table.c.event_ref == d["target_ref"]))
+    return changed
 
 
 def _apply_cell(conn: Connection, d: dict[str, Any]) -> None:

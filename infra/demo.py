@@ -71,6 +71,7 @@ def demo(
             update={
                 "kafka_bootstrap": bootstrap,
                 "kafka_idempotence": settings.kafka_idempotence if settings.kafka_bootstrap else False,
+                "allow_dev_key": settings.allow_dev_key or settings.kafka_bootstrap is None,
                 "data_dir": data_dir,
             }
         )

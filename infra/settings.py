@@ -8,6 +8,10 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ..schemas.errors import ConfigError
+
+DEV_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
+
 
 class Settings(BaseSettings):
     """Every setting of every process. Inner code takes typed arguments, never ``os.environ``."""
@@ -36,8 +40,14 @@ class Settings(BaseSettings):
         default=None, description="SQLAlchemy URL of the views' database; unset: SQLite files in data_dir."
     )
     pseudonym_key: SecretStr = Field(
-        default=SecretStr("dev-only-pseudonym-key-change-me"),
-        description="Master key from which each convention's pseudonymisation secret is derived.",
+        default=SecretStr(DEV_PSEUDONYM_KEY),
+        description="Master key from which each convention's pseudonymisation secret is derived. Unset: a "
+        "development default, refused unless on the embedded broker or with allow_dev_key.",
+    )
+    allow_dev_key: bool = Field(
+        default=False,
+        description="Accept the development pseudonym key against SCOLAFLUX_KAFKA_BOOTSTRAP: set by the "
+        "launchers that start the embedded broker (demo, benchmark, tests), or by hand on a dev cluster.",
     )
     conventions_dir: Path = Path("conventions")
     ingest_sources: Path = Field(
@@ -65,6 +75,19 @@ class Settings(BaseSettings):
     def embedded(self) -> bool:
         """Whether the processes run against the embedded broker."""
         return self.kafka_bootstrap is None
+
+    def master_key(self) -> bytes:
+        """The master pseudonymisation key; raises ``ConfigError`` for the development default against
+        a given broker, unless ``allow_dev_key``."""
+        key = self.pseudonym_key.get_secret_value()
+        if key == DEV_PSEUDONYM_KEY and not (self.embedded or self.allow_dev_key):
+            raise ConfigError(
+                "environment",
+                "SCOLAFLUX_PSEUDONYM_KEY",
+                "the development default key is only accepted on the embedded broker (SCOLAFLUX_KAFKA_BOOTSTRAP "
+                "unset); set a secret key, or SCOLAFLUX_ALLOW_DEV_KEY=true on a development cluster",
+            )
+        return key.encode()
 
     @property
     def idempotent_producers(self) -> bool:

@@ -1,13 +1,15 @@
-"""The processor's commands: ``scolaflux process``, ``scolaflux conventions …``, ``scolaflux audit pupil INE``."""
+"""The processor's commands: ``scolaflux process``, ``scolaflux conventions …``, ``scolaflux audit pupil [INE]``."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..infra.settings import Settings
+from ..schemas.errors import ConfigError
 
 conventions_cli = typer.Typer(no_args_is_help=True, help="Data-sharing conventions: check, publish, backfill, ACLs.")
 audit_cli = typer.Typer(no_args_is_help=True, help="The audit trail: who received what, under which convention.")
@@ -25,6 +27,16 @@ def _connected() -> Settings:
     return settings
 
 
+def _keyed() -> Settings:
+    """Connected settings whose pseudonym key may be used (see ``Settings.master_key``)."""
+    settings = _connected()
+    try:
+        settings.master_key()
+    except ConfigError as error:
+        raise typer.BadParameter(str(error)) from None
+    return settings
+
+
 def process() -> None:
     """Run the processor: raw events in, per-convention deliveries, audit records and dead letters out."""
     import faust
@@ -37,7 +49,7 @@ def process() -> None:
     from .live import LiveConventions, delivery_topic_creator
     from .wiring import build_pipeline, master_key, processor_topics
 
-    settings = _connected()
+    settings = _keyed()
     assert settings.kafka_bootstrap is not None
     ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), *processor_topics(settings)])
     geography = load_geography()
@@ -124,7 +136,7 @@ def backfill_command(
     from ..schemas.geography import load_geography
     from .backfill import BackfillError, backfill
 
-    settings = _connected()
+    settings = _keyed()
     try:
         report = backfill(
             settings,
@@ -165,13 +177,23 @@ def acl_command(
 
 @audit_cli.command("pupil")
 def audit_pupil(
-    ine: Annotated[str, typer.Argument(help="The pupil's INE (hashed; never stored or printed).")],
+    ine: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="INE",
+            help="The pupil's INE (hashed; never stored or printed). Omitted: read from standard input "
+            "(a hidden prompt on a terminal), which keeps it out of `ps` and the shell history.",
+        ),
+    ] = None,
 ) -> None:
     """Who received what about one pupil, under which convention (for the académie or a family's request)."""
     from .audit import pupil_audit
 
+    settings = _keyed()
+    if ine is None:
+        ine = typer.prompt("INE", hide_input=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
     try:
-        records = pupil_audit(_connected(), ine)
+        records = pupil_audit(settings, ine)
     except ValueError as error:
         raise typer.BadParameter(str(error)) from None
     if not records:

@@ -12,7 +12,7 @@ from .routing import Locator, Router
 
 def master_key(settings: Settings) -> bytes:
     """The master pseudonymisation key (each convention's key, and the audit key, derive from it)."""
-    return settings.pseudonym_key.get_secret_value().encode()
+    return settings.master_key()
 
 
 def aggregation_topic(settings: Settings) -> str:

@@ -21,6 +21,10 @@ from scolaflux.schemas.models import Event
 
 T = TypeVar("T")
 
+# The suite is a development run, on the embedded broker or a test cluster: the development
+# pseudonym key is allowed (test_security_keys.py checks its refusal).
+os.environ.setdefault("SCOLAFLUX_ALLOW_DEV_KEY", "true")
+
 # Property-based tests: "ci" (the default) keeps them to seconds; `pytest --hypothesis-profile=deep`
 # searches longer. No deadline: a slow example on a loaded machine is not a failure (a hang is,
 # through pytest-timeout).

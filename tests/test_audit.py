@@ -90,3 +90,5 @@ def test_audit_pupil_answers_who_received_what_about_one_pupil(settings: Setting
     assert nobody.output.splitlines() == ["no delivery about this pupil", "0 deliveries"]
     wrong = CliRunner().invoke(app, ["audit", "pupil", "NOT-AN-INE-42"], env=settings_env(settings))
     assert wrong.exit_code != 0 and "NOT-AN-INE-42" not in wrong.output
+    piped = CliRunner().invoke(app, ["audit", "pupil"], input=f"{pupil}\n", env=settings_env(settings))
+    assert piped.output == result.output  # the INE read from standard input, out of `ps` and shell history

@@ -273,6 +273,20 @@ def test_a_correction_updates_what_it_names_and_an_erasure_removes_it(lyon: Feed
     assert [rows(lyon, table) for table in CONTENT_TABLES] == [[], [], [], []]
 
 
+def test_a_correction_or_erasure_of_one_event_refreshes_the_years_of_the_pupil_whose_row_it_changed(lyon: Feed) -> None:
+    # The processors give every event delivery the subject of its own event's pupil; an erasure or
+    # correction whose pupil is not the target's (a source's mistake), or a delivery with no subject,
+    # must still refresh the years of the pupil whose movement it changed.
+    arrival = enrol(LYON, "123456789AB", SCHOOL_A, "CM1", T0, **child())
+    fix = delivery("correction", LYON, subject="999999999ZZ", event_time=T0 + dt.timedelta(days=2),
+                   target_ref=arrival["event_ref"], changed_fields=["level"], school=SCHOOL_A, level="CM2")  # fmt: skip
+    lyon.apply(arrival, fix)
+    assert [(r["subject"], r["level"]) for r in rows(lyon, pupil_years)] == [("123456789AB", "CM2")]
+    lyon.apply(delivery("erasure", LYON, subject=None, event_time=T0 + dt.timedelta(days=3),
+                        target_ref=arrival["event_ref"], erasure_scope="event"))  # fmt: skip
+    assert rows(lyon, movements) == [] and rows(lyon, pupil_years) == []
+
+
 # --- commune ----------------------------------------------------------------------------------
 
 

@@ -34,7 +34,8 @@ def run_benchmark(
     postgres = postgres_url or (settings.database_url if (settings.database_url or "").startswith("postgres") else None)
     options = Options(runs, quick, sections, json_path, work_dir, postgres, profile)
     with broker_for(settings.kafka_bootstrap, work_dir) as bootstrap:
-        base = settings if settings.kafka_bootstrap else settings.model_copy(update={"kafka_idempotence": False})
+        embedded = {"kafka_idempotence": False, "allow_dev_key": True}
+        base = settings if settings.kafka_bootstrap else settings.model_copy(update=embedded)
         bench = Bench(bootstrap, base, options, console)
         report = run_sections(bench, SECTIONS)
     show(report, console)
