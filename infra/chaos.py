@@ -829,6 +829,7 @@ def chaos(
             update={
                 "kafka_bootstrap": bootstrap,
                 "kafka_idempotence": base.kafka_idempotence if base.kafka_bootstrap else False,
+                "allow_dev_key": base.allow_dev_key or base.kafka_bootstrap is None,
                 "topic_prefix": f"chaos{uuid.uuid4().hex[:6]}",
                 "data_dir": run_dir,
                 "database_url": plan.database_url,

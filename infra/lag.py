@@ -65,7 +65,7 @@ def deployment_topics(settings: Settings, topics: Iterable[str]) -> list[str]:
 
 def role_of(settings: Settings, group: str) -> tuple[str, str | None]:
     """A group's role, and the authority (``level:code``) whose view it maintains, if it is a view."""
-    if group == settings.processor_group_id:
+    if group in (settings.processor_group_id, settings.headcounts_group_id):
         return "processor", None
     view_prefix = settings.view_group_id("")
     if group.startswith(view_prefix):

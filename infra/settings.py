@@ -123,6 +123,11 @@ class Settings(BaseSettings):
         """The processors' consumer group (the faust app id); the monitor watches its lag."""
         return f"{self.topic_prefix}-processor"
 
+    @property
+    def headcounts_group_id(self) -> str:
+        """The faust app id of the processor's headcounts agent: its group, the prefix of its changelogs."""
+        return f"{self.topic_prefix}-headcounts"
+
     def view_group_id(self, authority: str) -> str:
         """The group under which an authority's view commits its offsets (for lag monitoring only)."""
         return f"{self.topic_prefix}-view-{authority}"

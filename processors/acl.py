@@ -64,7 +64,7 @@ def authority_principal(convention: Convention) -> str:
 
 def acls(settings: Settings, conventions: Iterable[Convention]) -> list[Acl]:
     """Every ACL the feed needs on a cluster with an authorizer, for these conventions."""
-    delivery, faust = settings.delivery_topic(""), f"{settings.processor_group_id}-"
+    delivery, faust = settings.delivery_topic(""), f"{settings.headcounts_group_id}-"
     internal, progress = aggregation_topic(settings), f"{settings.topic_prefix}.backfill-progress"
     create = ("Create",)  # on the topics a process ensures at start (see ``ensure_topics``)
     processor, producer, publisher, monitor = (
@@ -83,6 +83,7 @@ def acls(settings: Settings, conventions: Iterable[Convention]) -> list[Acl]:
         Acl(processor, ("Read", "Write", *create), "topic", delivery, prefixed=True),
         Acl(processor, ("Read", "Write", *create), "topic", faust, prefixed=True),
         Acl(processor, ("Read",), "group", settings.processor_group_id),
+        Acl(processor, ("Read",), "group", settings.headcounts_group_id),
         Acl(producer, ("Write", *create), "topic", settings.raw_topic),
         Acl(producer, ("Write", *create), "topic", settings.deadletter_topic),
         Acl(producer, create, "topic", settings.audit_topic),

@@ -81,7 +81,7 @@ def create_app(
     """
     probes = probes or Probes()
     app = faust.App(
-        f"{settings.topic_prefix}-headcounts",
+        settings.headcounts_group_id,
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         datadir=str(_data_dir(settings) / "{conf.name}-data"),

@@ -83,7 +83,7 @@ def test_the_processor_reads_raw_and_writes_deliveries_audit_dead_letters_and_it
     conventions.index = ConventionIndex.build([], master_key(SETTINGS))
     app = create_app(SETTINGS, build_pipeline(SETTINGS, load_geography(["69"]), conventions), conventions)
     changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
-    assert changelogs and app.conf.id == SETTINGS.processor_group_id
+    assert changelogs and app.conf.id == SETTINGS.headcounts_group_id
     for topic in (SETTINGS.raw_topic, SETTINGS.conventions_topic, aggregation_topic(SETTINGS), *changelogs):
         assert allowed(PROCESSOR_PRINCIPAL, "Read", "topic", topic), topic
     writes = [SETTINGS.delivery_topic(c.id) for c in CONVENTIONS]
@@ -91,6 +91,7 @@ def test_the_processor_reads_raw_and_writes_deliveries_audit_dead_letters_and_it
         assert allowed(PROCESSOR_PRINCIPAL, "Write", "topic", topic), topic
     assert allowed(PROCESSOR_PRINCIPAL, "Create", "topic", SETTINGS.delivery_topic("a-new-convention"))
     assert allowed(PROCESSOR_PRINCIPAL, "Read", "group", SETTINGS.processor_group_id)
+    assert allowed(PROCESSOR_PRINCIPAL, "Read", "group", SETTINGS.headcounts_group_id)
     assert not allowed(PROCESSOR_PRINCIPAL, "Write", "topic", SETTINGS.raw_topic)
 
 
