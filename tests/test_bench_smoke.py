@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -15,9 +17,11 @@ from rich.console import Console
 from scolaflux.infra.bench.conventions import synthetic_conventions
 from scolaflux.infra.bench.figures import Figure, Goal, Report, format_value
 from scolaflux.infra.bench.processor import Delivered, compare
+from scolaflux.infra.bench.records import end_offsets, produce
 from scolaflux.infra.bench.run import run_benchmark
 from scolaflux.infra.bench.table import notes
-from scolaflux.infra.bench.workers import high_water_mark
+from scolaflux.infra.bench.workers import cpu_seconds, high_water_mark
+from scolaflux.infra.kafka import TopicSpec, ensure_topics
 from scolaflux.infra.settings import Settings
 from scolaflux.processors.conventions import convention_rules
 from scolaflux.schemas.geography import load_geography
@@ -100,3 +104,25 @@ def test_peak_memory_is_read_from_the_process_itself() -> None:
     peak = high_water_mark(os.getpid())
     assert peak is not None and peak > 10_000_000
     assert high_water_mark(2**22 + 12345) is None  # no such process
+
+
+def test_cpu_time_is_read_from_the_process_itself() -> None:
+    before = cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn 0.2 s of CPU
+        pass
+    after = cpu_seconds(os.getpid())
+    assert before is not None and after is not None and after - before >= 0.1
+    assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+@pytest.mark.broker
+def test_end_offsets_count_every_record_of_big_batches(bootstrap: str) -> None:
+    # the embedded broker answers ListOffsets with the last batch's base offset + 1
+    topic = f"bench-ends-{uuid.uuid4().hex[:6]}"
+    empty = f"{topic}-empty"
+    ensure_topics(bootstrap, [TopicSpec(topic, 3), TopicSpec(empty, 2)])
+    produce(bootstrap, topic, [(None, b"x" * 100)] * 5_000)
+    ends = end_offsets(bootstrap, [topic, empty])
+    assert sum(ends.values()) == 5_000
+    assert ends[(empty, 0)] == ends[(empty, 1)] == 0

@@ -55,6 +55,10 @@ class ProcessorRig:
         self.workers.append(worker)
         return worker
 
+    def cpu_seconds(self) -> float:
+        """The CPU time the workers have used so far, all together."""
+        return sum(worker.cpu_seconds() for worker in self.workers)
+
     def audit_ends(self) -> dict[tuple[str, int], int]:
         """Where the audit topic ends now."""
         return end_offsets(self.bootstrap, [self.settings.audit_topic])

@@ -89,15 +89,32 @@ def partitions(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[in
         time.sleep(0.2)
 
 
-def end_offsets(bootstrap: str, topics: Iterable[str]) -> dict[tuple[str, int], int]:
-    """The end (high watermark) of every partition of ``topics``."""
+def end_offsets(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
+    """The end (high watermark) of every partition of ``topics``.
+
+    Not ListOffsets alone: the embedded broker (Tansu) answers "latest" with the base offset of a
+    partition's last record batch plus one, so the rest of that batch is not counted (the processor
+    writes batches of many records). The high watermark of a fetch is right on Tansu and on Kafka
+    alike: each partition that holds records is fetched from just before its listed end.
+    """
     consumer = reader(bootstrap)
     try:
-        ends: dict[tuple[str, int], int] = {}
-        for topic in topics:
-            for p in partitions(consumer, topic):
-                ends[(topic, p)] = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-        return ends
+        listed = {
+            (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for topic in topics
+            for p in partitions(consumer, topic)
+        }
+        fetched = [TopicPartition(t, p, end - 1) for (t, p), end in listed.items() if end > 0]
+        consumer.assign(fetched)
+        deadline = time.monotonic() + timeout
+        while any(consumer.get_watermark_offsets(tp, cached=True)[1] < 0 for tp in fetched):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no high watermark for some of {len(fetched)} partitions within {timeout:.0f}s")
+            for message in consumer.consume(num_messages=10_000, timeout=READ_SECONDS):
+                if message.error() is not None:
+                    raise KafkaException(message.error())
+        highs = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, cached=True)[1] for tp in fetched}
+        return {tp: max(end, highs.get(tp, 0)) for tp, end in listed.items()}
     finally:
         consumer.close()
 

@@ -124,7 +124,19 @@ def views(bench: Bench) -> None:
     sqlite = bench.figure(
         "views.sqlite", "views: deliveries applied, SQLite", "rate", Goal(50_000, True), True, note=note
     )
+    sqlite_cpu = bench.figure(
+        "views.sqlite.cpu",
+        "views: CPU per delivery applied, SQLite",
+        "seconds",
+        note="user + system time of the process applying them (the benchmark's), per delivery",
+    )
     postgres = bench.figure("views.postgresql", "views: deliveries applied, PostgreSQL", "rate", None, True, note=note)
+    postgres_cpu = bench.figure(
+        "views.postgresql.cpu",
+        "views: CPU per delivery applied, PostgreSQL",
+        "seconds",
+        note="as for SQLite; the database server's own CPU is not counted",
+    )
     settings = bench.settings("views")
     conventions = synthetic_conventions(bench.geography, bench.sizes.conventions)
     pipeline = bench_pipeline(settings, bench.geography, conventions)
@@ -135,17 +147,21 @@ def views(bench: Bench) -> None:
     for _ in range(bench.options.runs):
         engine = sqlite_engine(settings.data_dir)
         try:
-            sqlite.values.append(apply_rate(settings, topic, engine, len(deliveries)))
+            rate, cpu = apply_rate(settings, topic, engine, len(deliveries))
+            sqlite.values.append(rate)
+            sqlite_cpu.values.append(cpu)
         finally:
             engine.dispose()
     url = bench.options.postgres_url
     if url is None:
-        postgres.error = "no PostgreSQL URL (--postgres)"
+        postgres.error = postgres_cpu.error = "no PostgreSQL URL (--postgres)"
         return
     for _ in range(bench.options.runs):
         engine, schema = postgres_engine(url)
         try:
-            postgres.values.append(apply_rate(settings, topic, engine, len(deliveries)))
+            rate, cpu = apply_rate(settings, topic, engine, len(deliveries))
+            postgres.values.append(rate)
+            postgres_cpu.values.append(cpu)
         finally:
             engine.dispose()
             drop_schema(url, schema)
@@ -170,9 +186,17 @@ def processor(bench: Bench) -> None:
         Goal(10, False),
         note="12.4 M / processor events per second (1 worker)",
     )
+    cpu_note = (
+        "user + system time of the worker process(es) (/proc/PID/stat) from the events' production to "
+        "their last audit record, per event: less sensitive than the rates to other work on the machine"
+    )
+    one_cpu = bench.figure(
+        "processor.cpu", "processor: worker CPU per source event, 1 worker", "seconds", note=cpu_note
+    )
     two = bench.figure(
         "processor.two_workers", "processor: source events/s, 2 workers in one group", "rate", None, True
     )
+    two_cpu = bench.figure("processor.two_workers.cpu", "processor: worker CPU per source event, 2 workers", "seconds")
     same = bench.figure(
         "processor.identical",
         "2 workers vs 1: identical deliveries",
@@ -189,7 +213,7 @@ def processor(bench: Bench) -> None:
     pipeline = bench_pipeline(bench.settings("expected"), bench.geography, conventions)
     audits = [measure_pipeline(pipeline, chunk).audits for chunk in [warm_up, *chunks]]
     rigs = []
-    for workers, figure in ((1, one), (2, two)):
+    for workers, figure, cpu in ((1, one, one_cpu), (2, two, two_cpu)):
         rig = ProcessorRig(bench.settings(f"processor{workers}"), conventions)
         rigs.append(rig)
         try:
@@ -201,12 +225,14 @@ def processor(bench: Bench) -> None:
                 profiler = (
                     start_profiler(started[0], bench.options.work_dir / "processor-profile.svg") if profiling else None
                 )
+                used = rig.cpu_seconds()
                 try:
                     span = rig.run(chunk, expected)
                 finally:
                     if profiling:
                         one.note += f"; last run profiled: {stop_profiler(profiler)}"
                 figure.values.append(len(chunk) / span.seconds)
+                cpu.values.append((rig.cpu_seconds() - used) / len(chunk))
                 if workers == 1:
                     rentree.values.append(NATIONAL_RENTREE / figure.values[-1] / 60)
             rig.wait_until_quiet()

@@ -65,12 +65,13 @@ def drop_schema(url: str, schema: str) -> None:
         engine.dispose()
 
 
-def apply_rate(settings: Settings, topic: str, engine: Engine, expected: int) -> float:
-    """Deliveries applied per second by a view maintainer reading ``topic`` from its start."""
+def apply_rate(settings: Settings, topic: str, engine: Engine, expected: int) -> tuple[float, float]:
+    """Deliveries applied per second by a view maintainer reading ``topic`` from its start, and the
+    CPU time (user + system) this process used per delivery meanwhile."""
     maintainer = ViewMaintainer(settings, topic, AuthorityView(None), engine, group_id=f"bench-{uuid.uuid4().hex[:8]}")
-    started = time.perf_counter()
+    started, used = time.perf_counter(), time.process_time()
     applied = maintainer.catch_up(timeout=600)
-    elapsed = time.perf_counter() - started
+    elapsed, used = time.perf_counter() - started, time.process_time() - used
     if applied + maintainer.duplicates != expected:
         raise AssertionError(f"applied {applied} (+{maintainer.duplicates} duplicates) of {expected} deliveries")
-    return applied / elapsed
+    return applied / elapsed, used / max(applied, 1)

@@ -1,4 +1,5 @@
-"""Worker processes the benchmark starts, and what they cost: the peak resident memory of each.
+"""Worker processes the benchmark starts, and what they cost: the peak resident memory of each,
+and the CPU time they use.
 
 The peak is the kernel's high-water mark of the process's own memory (``VmHWM`` in
 ``/proc/PID/status``), sampled while it runs. ``wait4``'s ``ru_maxrss`` is not used: on Linux it
@@ -33,6 +34,17 @@ def high_water_mark(pid: int) -> int | None:
     return int(found[1]) * 1024 if found else None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """The CPU time (user + system, seconds, every thread) a running process has used so far,
+    or None once it is gone: ``utime`` and ``stime``, fields 14 and 15 of ``/proc/PID/stat``."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat.rsplit(b")", 1)[1].split()  # after the command name, which may hold spaces
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Worker:
     """A child process, its log, and the peak resident memory seen while it ran."""
@@ -53,6 +65,10 @@ class Worker:
                 return
             self.peak = max(self.peak, mark)
             time.sleep(SAMPLE_SECONDS)
+
+    def cpu_seconds(self) -> float:
+        """The CPU time the process has used so far (0 once it is gone)."""
+        return cpu_seconds(self.process.pid) or 0.0
 
     def alive(self) -> bool:
         """Whether the process still runs."""
