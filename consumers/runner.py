@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from ..infra.kafka import VIEW_FETCH_WAIT_MS, make_consumer
 from ..infra.metrics import Metrics
 from ..infra.settings import Settings
+from ..infra.topics import end_offsets
 from .ledger import apply_retention
 from .store import BatchOutcome, Record, View, apply_batch, load_offsets
 
@@ -84,7 +85,7 @@ class ViewMaintainer:
         consumer = self._consumer()
         try:
             partitions = list(consumer.assignment())
-            ends = consumer.end_offsets(partitions)
+            ends = end_offsets(self.settings, partitions)  # not ListOffsets alone: see infra/topics.py
             deadline = time.monotonic() + timeout
             while any(consumer.position(tp) < end for tp, end in ends.items()):
                 if time.monotonic() > deadline:

@@ -53,7 +53,6 @@ from ..processors.conventions import Convention, load_directory
 from ..processors.live import in_force
 from ..processors.publish import publish, read_histories
 from ..processors.routing import ConventionIndex
-from ..processors.topics import end_offsets, partitions_of, read_to_end
 from ..processors.wiring import aggregation_topic, build_pipeline, master_key, processor_topics
 from ..producers.kafka import EventProducer
 from ..schemas.codec import audit_codec
@@ -78,6 +77,7 @@ from .lag import LagReader, role_of, watched_groups
 from .processes import start_process, stop_process
 from .settings import Settings, settings_env
 from .status import Sampler
+from .topics import end_offsets, partitions_of, read_to_end
 
 Say = Callable[[str], None]
 CONSUMED = "scolaflux_events_consumed_total"

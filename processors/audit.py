@@ -14,10 +14,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..infra.settings import Settings
+from ..infra.topics import read_to_end
 from ..schemas.codec import audit_codec
 from ..schemas.identifiers import normalise_ine
 from .identity import audit_key, pseudonym
-from .topics import read_to_end
 from .wiring import master_key
 
 

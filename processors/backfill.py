@@ -30,6 +30,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ..infra.kafka import TopicSpec, ensure_topics, make_consumer, make_producer
 from ..infra.settings import Settings
+from ..infra.topics import end_offsets, partitions_of, read_to_end
 from ..schemas.codec import audit_codec, delivery_codec
 from ..schemas.errors import RejectedInput, ScolafluxError
 from ..schemas.geography import Geography
@@ -38,7 +39,6 @@ from .history import ConventionHistory
 from .pipeline import Output, Pipeline
 from .publish import read_histories
 from .routing import ConventionIndex
-from .topics import end_offsets, partitions_of, read_to_end
 from .wiring import build_pipeline, master_key
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from collections.abc import Iterable
 
 from ..infra.kafka import TopicSpec, ensure_topics, make_producer
 from ..infra.settings import Settings
+from ..infra.topics import read_to_end
 from .conventions import Convention
 from .history import ConventionHistory, merge
 from .live import apply_records
-from .topics import read_to_end
 
 
 def read_histories(settings: Settings) -> dict[str, ConventionHistory]:

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 from scolaflux.infra.settings import Settings
+from scolaflux.infra.topics import read_to_end
 from scolaflux.processors.backfill import BackfillError, backfill
 from scolaflux.processors.conventions import load_convention
 from scolaflux.processors.history import ConventionHistory
 from scolaflux.processors.publish import publish
 from scolaflux.processors.routing import ConventionIndex
-from scolaflux.processors.topics import read_to_end
 from scolaflux.processors.wiring import build_pipeline, master_key
 from scolaflux.producers.kafka import EventProducer
 from scolaflux.schemas.codec import audit_codec, delivery_codec

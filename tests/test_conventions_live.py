@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 from scolaflux.infra.settings import Settings
+from scolaflux.infra.topics import read_to_end
 from scolaflux.processors.audit import pupil_audit
 from scolaflux.processors.conventions import Convention, load_convention
 from scolaflux.processors.delivery import delivery_id
 from scolaflux.processors.publish import publish, read_histories
-from scolaflux.processors.topics import read_to_end
 from scolaflux.producers.kafka import EventProducer
 from scolaflux.schemas.codec import audit_codec, delivery_codec
 from scolaflux.schemas.geography import load_geography

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 
-from ..infra.kafka import make_consumer
-from ..infra.settings import Settings
+from .kafka import make_consumer
+from .settings import Settings
 
 
 def partitions_of(consumer: KafkaConsumer, topic: str, timeout: float = 30.0) -> list[TopicPartition]:
