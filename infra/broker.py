@@ -61,8 +61,10 @@ def wait_until_ready(bootstrap: str, timeout: float = 30.0) -> None:
 class EmbeddedBroker:
     """A Tansu broker process on a free loopback port."""
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, log_path: Path, port: int | None = None, authentication: bool = False) -> None:
+        """``authentication``: every client must authenticate with SASL (Tansu's ``--authentication``)."""
         self.port = port or free_port()
+        self.authentication = authentication
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -73,7 +75,10 @@ class EmbeddedBroker:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                [
+                    *(tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url),
+                    *(["--authentication"] if self.authentication else []),
+                ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},

@@ -244,7 +244,7 @@ class Deployment:
 def deploy(settings: Settings, conventions_dir: Path, plan: ChaosPlan) -> Deployment:
     """Topics, the example conventions published, the processor and the views started."""
     assert settings.kafka_bootstrap is not None
-    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), *processor_topics(settings)])
+    ensure_topics(settings, [*pipeline_topics(settings), *processor_topics(settings)])
     conventions = load_directory(conventions_dir, load_geography())
     publish(settings, [(c.id, c) for c in conventions])
     deployment = Deployment(settings, conventions)

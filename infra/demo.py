@@ -82,7 +82,7 @@ def _run(settings: Settings, stack: ExitStack, duration: float, rate: float, see
     assert settings.kafka_bootstrap is not None
     geography = load_geography()
     conventions = load_directory(settings.conventions_dir, geography)
-    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), *processor_topics(settings)])
+    ensure_topics(settings, [*pipeline_topics(settings), *processor_topics(settings)])
     publish(settings, [(c.id, c) for c in conventions])
     metrics = Metrics()
     port = metrics.serve(settings.metrics_port)

@@ -11,6 +11,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from ..schemas.errors import RejectedInput
+from .kafka_auth import kafka_python_security
 from .settings import Settings
 
 REASON_HEADER = "scolaflux.reason"
@@ -49,13 +50,13 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
+def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are.
 
     (kafka-python 2.3's admin ``list_topics`` cannot parse Tansu's authorised-operations field,
     so existence is learnt from the creation's answer.)
     """
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, receive_message_max_bytes=MAX_FRAME_BYTES)
+    admin = make_admin(settings)
     try:
         for spec in specs:  # one at a time: an existing topic must not fail the others
             with contextlib.suppress(TopicAlreadyExistsError):
@@ -64,6 +65,17 @@ def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec]) -> None:
                 )
     finally:
         admin.close()
+
+
+def make_admin(settings: Settings, **overrides: object) -> KafkaAdminClient:
+    """An admin client of the settings' cluster, with their security."""
+    config: dict[str, object] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "receive_message_max_bytes": MAX_FRAME_BYTES,
+        **kafka_python_security(settings),
+    }
+    config.update(overrides)
+    return KafkaAdminClient(**config)
 
 
 def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
@@ -83,6 +95,7 @@ def make_producer(settings: Settings, **overrides: object) -> KafkaProducer:
         "delivery_timeout_ms": 300_000,
         "request_timeout_ms": 10_000,
         "receive_message_max_bytes": MAX_FRAME_BYTES,
+        **kafka_python_security(settings),
     }
     config.update(overrides)
     return KafkaProducer(**config)
@@ -101,6 +114,7 @@ def make_consumer(
         "heartbeat_interval_ms": 1_000,
         "max_poll_records": 5_000,
         "receive_message_max_bytes": MAX_FRAME_BYTES,
+        **kafka_python_security(settings),
     }
     config.update(overrides)
     return KafkaConsumer(*topics, **config)

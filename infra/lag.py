@@ -28,7 +28,8 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
 from .burrow import Sample
-from .kafka import MAX_FRAME_BYTES, REASON_HEADER
+from .kafka import MAX_FRAME_BYTES, REASON_HEADER, make_admin
+from .kafka_auth import kafka_python_security
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class LagReader:
             check_crcs=False,
             receive_message_max_bytes=MAX_FRAME_BYTES,
             request_timeout_ms=10_000,
+            **kafka_python_security(settings),
         )
         self._admin: KafkaAdminClient | None = None
         self._describe_works = True
@@ -285,9 +287,5 @@ class LagReader:
 
     def _admin_client(self) -> KafkaAdminClient:
         if self._admin is None:
-            self._admin = KafkaAdminClient(
-                bootstrap_servers=self.settings.kafka_bootstrap,
-                request_timeout_ms=10_000,
-                receive_message_max_bytes=MAX_FRAME_BYTES,
-            )
+            self._admin = make_admin(self.settings, request_timeout_ms=10_000)
         return self._admin

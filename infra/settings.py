@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ..schemas.errors import ConfigError
@@ -16,7 +17,12 @@ DEV_PSEUDONYM_KEY = "dev-only-pseudonym-key-change-me"
 class Settings(BaseSettings):
     """Every setting of every process. Inner code takes typed arguments, never ``os.environ``."""
 
-    model_config = SettingsConfigDict(env_prefix="SCOLAFLUX_", env_nested_delimiter="__", frozen=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SCOLAFLUX_",
+        env_nested_delimiter="__",
+        frozen=True,
+        hide_input_in_errors=True,  # an error must not print the inputs: they hold the secrets
+    )
 
     kafka_bootstrap: str | None = Field(
         default=None,
@@ -26,6 +32,17 @@ class Settings(BaseSettings):
         default=None,
         description="Idempotent producers. Unset: on, except against the embedded broker, where starting "
         "it sets false (Tansu answers UnknownError to kafka-python's and aiokafka's idempotent produce).",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        default="PLAINTEXT",
+        description="How every Kafka client of the project connects: SASL_SSL on a production cluster, so that "
+        "each process presents its own principal (see `scolaflux conventions acl`).",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = Field(default=None, description="SASL user of this process (its ACL principal).")
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM file of the CA that signed the brokers' certificates; unset: the system's CAs."
     )
     topic_prefix: str = "scolaflux"
     replication_factor: int = Field(
@@ -70,6 +87,33 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address /metrics, /livez and /readyz listen on (0.0.0.0 in a container)."
     )
     processor_workers: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _kafka_security_complete(self) -> Settings:
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not self.kafka_sasl_username:
+            raise ValueError(
+                f"SCOLAFLUX_KAFKA_SASL_USERNAME is required when SCOLAFLUX_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol}"
+            )
+        if sasl and not (self.kafka_sasl_password and self.kafka_sasl_password.get_secret_value()):
+            raise ValueError(
+                f"SCOLAFLUX_KAFKA_SASL_PASSWORD is required when SCOLAFLUX_KAFKA_SECURITY_PROTOCOL is "
+                f"{self.kafka_security_protocol}"
+            )
+        if not sasl and (self.kafka_sasl_username or self.kafka_sasl_password):
+            raise ValueError(
+                "SCOLAFLUX_KAFKA_SASL_USERNAME/PASSWORD are only used with SCOLAFLUX_KAFKA_SECURITY_PROTOCOL "
+                f"SASL_PLAINTEXT or SASL_SSL, not {self.kafka_security_protocol}"
+            )
+        if self.kafka_ssl_cafile is not None and not self.kafka_security_protocol.endswith("SSL"):
+            raise ValueError(
+                "SCOLAFLUX_KAFKA_SSL_CAFILE is only used with SCOLAFLUX_KAFKA_SECURITY_PROTOCOL SSL or SASL_SSL, "
+                f"not {self.kafka_security_protocol}"
+            )
+        if self.kafka_ssl_cafile is not None and not self.kafka_ssl_cafile.is_file():
+            raise ValueError(f"SCOLAFLUX_KAFKA_SSL_CAFILE: no such file: {self.kafka_ssl_cafile}")
+        return self
 
     @property
     def embedded(self) -> bool:

@@ -115,7 +115,7 @@ def backfill(
     assert settings.kafka_bootstrap is not None
     history = _history(settings, convention_id)
     spec = TopicSpec(progress_topic(settings), 1, {"cleanup.policy": "compact"}, settings.replication_factor)
-    ensure_topics(settings.kafka_bootstrap, [spec])
+    ensure_topics(settings, [spec])
     index = ConventionIndex.build([history], master_key(settings))
     pipeline = build_pipeline(settings, geography, index, mode="backfill")
     batch = min(BATCH, limit) if limit else BATCH

@@ -43,6 +43,7 @@ def process() -> None:
 
     from ..infra.health import Probes, serve
     from ..infra.kafka import ensure_topics, pipeline_topics
+    from ..infra.kafka_auth import aiokafka_security
     from ..infra.metrics import Metrics
     from ..schemas.geography import load_geography
     from .app import create_app
@@ -51,10 +52,14 @@ def process() -> None:
 
     settings = _keyed()
     assert settings.kafka_bootstrap is not None
-    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), *processor_topics(settings)])
+    ensure_topics(settings, [*pipeline_topics(settings), *processor_topics(settings)])
     geography = load_geography()
     conventions = LiveConventions(
-        settings.kafka_bootstrap, settings.conventions_topic, master_key(settings), delivery_topic_creator(settings)
+        settings.kafka_bootstrap,
+        settings.conventions_topic,
+        master_key(settings),
+        delivery_topic_creator(settings),
+        aiokafka_security(settings),
     )
     metrics, probes = Metrics(), Probes()
     serve(metrics, probes.health(), settings.metrics_port, settings.metrics_host)  # /metrics, /livez, /readyz

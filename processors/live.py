@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
@@ -63,8 +64,17 @@ def in_force(histories: Mapping[str, ConventionHistory]) -> list[ConventionHisto
 class LiveConventions:
     """A worker's router: the current ``ConventionIndex``, kept up to date from the conventions topic."""
 
-    def __init__(self, bootstrap: str, topic: str, master_key: bytes, on_new: OnNew | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        master_key: bytes,
+        on_new: OnNew | None = None,
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``security``: the aiokafka arguments of ``aiokafka_security`` (none: plaintext)."""
         self.bootstrap, self.topic, self.master_key = bootstrap, topic, master_key
+        self.security = dict(security or {})
         self.on_new = on_new
         self.histories: dict[str, ConventionHistory] = {}
         self.index = ConventionIndex.build([], master_key)
@@ -83,8 +93,13 @@ class LiveConventions:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **self.security,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except BaseException:
+            await consumer.stop()  # a refused start (e.g. authentication) leaves no client open
+            raise
         partitions = consumer.partitions_for_topic(self.topic)
         if not partitions:
             await consumer.force_metadata_update()
@@ -141,11 +156,10 @@ def delivery_topic_creator(settings: Settings) -> OnNew:
     """An ``on_new`` callback that creates the delivery topics of new conventions (off the event loop)."""
 
     async def create(convention_ids: list[str]) -> None:
-        assert settings.kafka_bootstrap is not None
         specs = [
             TopicSpec(settings.delivery_topic(c), settings.partitions, replication=settings.replication_factor)
             for c in convention_ids
         ]
-        await asyncio.get_running_loop().run_in_executor(None, ensure_topics, settings.kafka_bootstrap, specs)
+        await asyncio.get_running_loop().run_in_executor(None, ensure_topics, settings, specs)
 
     return create

@@ -37,7 +37,7 @@ def publish(settings: Settings, conventions: Iterable[tuple[str, Convention]]) -
         TopicSpec(settings.delivery_topic(c), settings.partitions, replication=settings.replication_factor)
         for c in changed
     ]
-    ensure_topics(settings.kafka_bootstrap, topics)
+    ensure_topics(settings, topics)
     producer = make_producer(settings)
     try:
         futures = [

@@ -107,7 +107,7 @@ def send_records(settings: Settings, records: Iterable[Record], validate: bool) 
 
     if settings.kafka_bootstrap is None:
         raise typer.BadParameter("set SCOLAFLUX_KAFKA_BOOTSTRAP (or write to a file with --out)")
-    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    ensure_topics(settings, pipeline_topics(settings))
     sent = 0
     with EventProducer(settings) as producer:
         for record in records:
@@ -153,7 +153,7 @@ def replay(
     settings = Settings()
     if settings.kafka_bootstrap is None:
         raise typer.BadParameter("set SCOLAFLUX_KAFKA_BOOTSTRAP (replay does not start a broker)")
-    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    ensure_topics(settings, pipeline_topics(settings))
     started = time.monotonic()
     with file.open("rb") as frames, EventProducer(settings) as producer:
         sent = replay_frames(producer, read_frames(frames))
@@ -201,7 +201,7 @@ def import_snapshot_command(
     settings = Settings()
     if settings.kafka_bootstrap is None:
         raise typer.BadParameter("set SCOLAFLUX_KAFKA_BOOTSTRAP (the importer does not start a broker)")
-    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    ensure_topics(settings, pipeline_topics(settings))
     rejects = rejects or current.with_name(current.name + ".rejects.csv")
     ledger = None if force else Ledger(settings.data_dir / "snapshot-ledger")
     day = (as_of or dt.datetime.now()).date()
@@ -284,7 +284,7 @@ def ingest_serve(
     except ConfigError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
-    ensure_topics(settings.kafka_bootstrap, pipeline_topics(settings))
+    ensure_topics(settings, pipeline_topics(settings))
     metrics = Metrics()
     metrics_port = metrics.serve(settings.metrics_port, settings.metrics_host)
     console.print(f"metrics on http://{settings.metrics_host}:{metrics_port}/metrics")

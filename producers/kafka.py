@@ -19,6 +19,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from ..infra.kafka_auth import librdkafka_security
 from ..infra.settings import Settings
 from ..schemas.codec import event_codec
 from ..schemas.errors import ScolafluxError
@@ -65,6 +66,7 @@ def producer_config(settings: Settings, idempotent: bool = True, delivery_timeou
         "queue.buffering.max.kbytes": 256 * 1024,
         "queue.buffering.max.messages": 1_000_000,
         "log_level": 3,
+        **librdkafka_security(settings),
     }
 
 

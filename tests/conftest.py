@@ -64,7 +64,7 @@ def topics(settings: Settings) -> Callable[..., None]:
     def create(*conventions: str) -> None:
         assert settings.kafka_bootstrap
         ensure_topics(
-            settings.kafka_bootstrap,
+            settings,
             [
                 *pipeline_topics(settings),
                 *(TopicSpec(settings.delivery_topic(c), settings.partitions) for c in conventions),

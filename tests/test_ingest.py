@@ -174,7 +174,7 @@ def test_events_the_broker_does_not_acknowledge_in_time_are_a_503_to_send_again(
     """Against a broker of its own, paused: the answer waits for the acknowledgement, then says so."""
     with EmbeddedBroker(tmp_path / "broker.log") as broker:
         settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="ingest503", data_dir=tmp_path)
-        ensure_topics(broker.bootstrap, [TopicSpec(settings.raw_topic, 1), TopicSpec(settings.deadletter_topic, 1)])
+        ensure_topics(settings, [TopicSpec(settings.raw_topic, 1), TopicSpec(settings.deadletter_topic, 1)])
         registry = SourceRegistry.load(sources_file(tmp_path / "sources.yaml"))
         producer = EventProducer(settings)
         client = TestClient(create_app(registry, producer, settings.deadletter_topic, ack_timeout=2))

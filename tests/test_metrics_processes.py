@@ -68,7 +68,7 @@ def test_a_process_is_live_ready_and_scraped_then_stops_cleanly(
     settings: Settings, command, args: tuple[str, ...], expected: str
 ) -> None:
     assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), TopicSpec(settings.delivery_topic("c1"), 3)])
+    ensure_topics(settings, [*pipeline_topics(settings), TopicSpec(settings.delivery_topic("c1"), 3)])
     process, base = command(*args)
     wait_for(lambda: ready(base) or process.poll() is not None, timeout=60, what=f"{args[0]} to be ready")
     assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""

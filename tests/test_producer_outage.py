@@ -32,7 +32,7 @@ def test_a_20s_broker_freeze_loses_duplicates_and_reorders_nothing(tmp_path: Pat
     third = len(records) // 3
     with EmbeddedBroker(tmp_path / "broker.log") as broker:
         settings = Settings(kafka_bootstrap=broker.bootstrap, topic_prefix="outage", partitions=3, data_dir=tmp_path)
-        ensure_topics(broker.bootstrap, [TopicSpec(settings.raw_topic, 3)])
+        ensure_topics(settings, [TopicSpec(settings.raw_topic, 3)])
         with EventProducer(settings) as producer:
             for record in records[:third]:
                 producer.send_record(record, validate=False)

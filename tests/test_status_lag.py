@@ -30,7 +30,7 @@ def commit(settings: Settings, group: str, offsets: dict[TopicPartition, int]) -
 def test_lag_counts_every_record_and_ages_the_oldest_unconsumed_one(settings: Settings) -> None:
     assert settings.kafka_bootstrap
     topic, other = settings.delivery_topic("c1"), settings.delivery_topic("c2")
-    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), TopicSpec(topic, 3), TopicSpec(other, 3)])
+    ensure_topics(settings, [*pipeline_topics(settings), TopicSpec(topic, 3), TopicSpec(other, 3)])
     producer = make_producer(settings, linger_ms=50)  # batches of many records: Tansu's ListOffsets under-counts them
     for n in range(60):
         producer.send(topic, key=f"k{n}".encode(), value=b"delivery")

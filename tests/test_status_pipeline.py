@@ -132,7 +132,7 @@ def group(report: StatusReport, group_id: str) -> GroupReport | None:
 def test_verdicts_lag_and_metrics_follow_a_running_pipeline(settings: Settings, background: Background) -> None:
     settings = settings.model_copy(update={"metrics_port": free_port()})
     assert settings.kafka_bootstrap
-    ensure_topics(settings.kafka_bootstrap, [*pipeline_topics(settings), *processor_topics(settings)])
+    ensure_topics(settings, [*pipeline_topics(settings), *processor_topics(settings)])
     publish(settings, [(CONVENTION, load_convention(ROOT / "conventions" / f"{CONVENTION}.yaml"))])
     processor = start_processor(settings, settings.data_dir / "processor.log")
     try:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaException, TopicPartition
 
 from ..kafka import TopicSpec, ensure_topics
+from ..settings import Settings
 from .records import partitions, produce, reader
 
 VALUE_SIZE = 300
@@ -36,7 +37,7 @@ class Ceiling:
 def measure_ceiling(bootstrap: str, count: int, prefix: str = "bench") -> Ceiling:
     """Produce ``count`` records to a fresh 6-partition topic, then consume them all; time each."""
     topic = f"{prefix}.ceiling.{uuid.uuid4().hex[:8]}"
-    ensure_topics(bootstrap, [TopicSpec(topic, PARTITIONS)])
+    ensure_topics(Settings(kafka_bootstrap=bootstrap), [TopicSpec(topic, PARTITIONS)])
     value = os.urandom(VALUE_SIZE)
     records = ((f"k{i:010d}".encode(), value) for i in range(count))
     produced, produce_seconds = produce(bootstrap, topic, records)

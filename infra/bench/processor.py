@@ -36,9 +36,7 @@ class ProcessorRig:
 
     def __post_init__(self) -> None:
         assert self.settings.kafka_bootstrap is not None
-        ensure_topics(
-            self.settings.kafka_bootstrap, [*pipeline_topics(self.settings), *processor_topics(self.settings)]
-        )
+        ensure_topics(self.settings, [*pipeline_topics(self.settings), *processor_topics(self.settings)])
         publish(self.settings, [("benchmark", c) for c in self.conventions])
 
     @property

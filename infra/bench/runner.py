@@ -130,7 +130,7 @@ class Bench:
 
     def topics(self, specs: Iterable[TopicSpec]) -> None:
         """Create topics on the benchmark's broker."""
-        ensure_topics(self.bootstrap, specs)
+        ensure_topics(self.base.model_copy(update={"kafka_bootstrap": self.bootstrap}), specs)
 
     def figure(
         self,

@@ -39,7 +39,7 @@ def prepare_topic(settings: Settings, deliveries: Sequence[Record]) -> str:
     """Write ``deliveries`` to a fresh delivery topic; returns its name."""
     assert settings.kafka_bootstrap is not None
     topic = settings.delivery_topic("bench-views")
-    ensure_topics(settings.kafka_bootstrap, [TopicSpec(topic, settings.partitions)])
+    ensure_topics(settings, [TopicSpec(topic, settings.partitions)])
     produce(settings.kafka_bootstrap, topic, deliveries)
     return topic
 
