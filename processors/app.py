@@ -42,6 +42,7 @@ from mode import Service
 
 from ..infra.health import Probes
 from ..infra.kafka import MAX_FRAME_BYTES, REASON_HEADER
+from ..infra.kafka_auth import aiokafka_security, faust_credentials
 from ..infra.metrics import Metrics
 from ..infra.settings import Settings
 from ..schemas.codec import delivery_codec
@@ -96,6 +97,7 @@ def create_app(
         broker_rebalance_timeout=GROUP_TIMEOUT_MS / 1000,
         broker_heartbeat_interval=1.0,
         web_enabled=False,
+        broker_credentials=faust_credentials(settings),
     )
     app.add_dependency(RawBatches(settings, pipeline, conventions, metrics, probes, beacon=app.beacon))
     _aggregation_agent(app, settings, pipeline.topics.aggregation, metrics)
@@ -135,6 +137,7 @@ class RawBatches(Service):
         # aiokafka clients belong to the running loop: made here, not in __init__
         settings = self.settings
         self.consumer = AIOKafkaConsumer(
+            **aiokafka_security(settings),
             bootstrap_servers=settings.kafka_bootstrap,
             group_id=settings.processor_group_id,
             enable_auto_commit=False,
@@ -146,6 +149,7 @@ class RawBatches(Service):
             heartbeat_interval_ms=1_000,
         )
         self.producer = AIOKafkaProducer(
+            **aiokafka_security(settings),
             bootstrap_servers=settings.kafka_bootstrap,
             acks="all",
             enable_idempotence=settings.idempotent_producers,

@@ -146,6 +146,20 @@ def test_the_event_producer_takes_the_security_settings() -> None:
     assert config["security.protocol"] == "sasl_ssl" and config["sasl.username"] == "scolaflux-processor"
 
 
+def test_the_processor_app_takes_the_security_settings() -> None:
+    from scolaflux.processors.app import create_app
+    from scolaflux.processors.routing import ConventionIndex
+    from scolaflux.processors.wiring import build_pipeline, master_key
+    from scolaflux.schemas.geography import load_geography
+
+    settings = sasl_settings()
+    conventions = LiveConventions("kafka:9092", settings.conventions_topic, master_key(settings))
+    conventions.index = ConventionIndex.build([], master_key(settings))
+    app = create_app(settings, build_pipeline(settings, load_geography(["69"]), conventions), conventions)
+    credentials = app.conf.broker_credentials
+    assert isinstance(credentials, faust.SASLCredentials) and credentials.username == "scolaflux-processor"
+
+
 # -- a broker that requires SASL ----------------------------------------------------------------
 
 
