@@ -121,7 +121,7 @@ def test_end_offsets_count_every_record_of_big_batches(bootstrap: str) -> None:
     # the embedded broker answers ListOffsets with the last batch's base offset + 1
     topic = f"bench-ends-{uuid.uuid4().hex[:6]}"
     empty = f"{topic}-empty"
-    ensure_topics(bootstrap, [TopicSpec(topic, 3), TopicSpec(empty, 2)])
+    ensure_topics(Settings(kafka_bootstrap=bootstrap), [TopicSpec(topic, 3), TopicSpec(empty, 2)])
     produce(bootstrap, topic, [(None, b"x" * 100)] * 5_000)
     ends = end_offsets(bootstrap, [topic, empty])
     assert sum(ends.values()) == 5_000
