@@ -170,7 +170,7 @@ class RawBatches(Service):
                             o.topic, o.value, key=o.key, timestamp_ms=record.timestamp, headers=o.headers
                         )
                     )
-            await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts agent, the sends
+            await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts, the sends
         await acknowledged(pending)
         await commit_owned(self.consumer, {tp: partition[-1].offset + 1 for tp, partition in batch.items()})
         if self.metrics is not None:
