@@ -169,7 +169,7 @@ class Settings(BaseSettings):
 
     @property
     def headcounts_group_id(self) -> str:
-        """The faust app id of the processor's headcounts agent: its group, the prefix of its changelogs."""
+        """The group of the processor's headcounts (the aggregation topic), also its faust app id."""
         return f"{self.topic_prefix}-headcounts"
 
     def view_group_id(self, authority: str) -> str:

@@ -7,9 +7,9 @@ One delivery topic per convention exists so that this is possible. Principals (S
   and on the conventions topic (a view finds its conventions there);
 - ``User:scolaflux-processor`` (faust workers, backfills): Read on the raw, conventions and
   aggregation topics; Write on every delivery topic, the audit, dead-letter and aggregation topics;
-  everything on faust's own topics (``<prefix>-processor-…``: changelogs, leader topic) and its
-  group; Read on delivery and audit topics and both on the backfill progress (a backfill skips
-  what was delivered); Create on the topics it makes when it starts or meets a new convention;
+  Read on its two groups (raw events, headcounts); Read on delivery and audit topics and both on
+  the backfill progress (a backfill skips what was delivered); Create on the topics it makes when
+  it starts or meets a new convention;
 - ``User:scolaflux-producer`` (simulator, snapshot import, ingest endpoint): Write on the raw and
   dead-letter topics, Create on the topics it makes at start;
 - ``User:scolaflux-publisher`` (the académie): Read and Write on the conventions topic, Create on
@@ -64,7 +64,7 @@ def authority_principal(convention: Convention) -> str:
 
 def acls(settings: Settings, conventions: Iterable[Convention]) -> list[Acl]:
     """Every ACL the feed needs on a cluster with an authorizer, for these conventions."""
-    delivery, faust = settings.delivery_topic(""), f"{settings.headcounts_group_id}-"
+    delivery = settings.delivery_topic("")
     internal, progress = aggregation_topic(settings), f"{settings.topic_prefix}.backfill-progress"
     create = ("Create",)  # on the topics a process ensures at start (see ``ensure_topics``)
     processor, producer, publisher, monitor = (
@@ -81,7 +81,6 @@ def acls(settings: Settings, conventions: Iterable[Convention]) -> list[Acl]:
         Acl(processor, ("Read", "Write", *create), "topic", internal),
         Acl(processor, ("Read", "Write", *create), "topic", progress),
         Acl(processor, ("Read", "Write", *create), "topic", delivery, prefixed=True),
-        Acl(processor, ("Read", "Write", *create), "topic", faust, prefixed=True),
         Acl(processor, ("Read",), "group", settings.processor_group_id),
         Acl(processor, ("Read",), "group", settings.headcounts_group_id),
         Acl(producer, ("Write", *create), "topic", settings.raw_topic),

@@ -106,7 +106,7 @@ def movement(event: Event, route: Route, pupil: str, event_ref: str, target_ref:
 
 
 class State(Protocol):
-    """A key-value state: a dict in tests, a faust Table in the processor (a missing key reads None)."""
+    """A key-value state, e.g. a dict (a missing key reads None)."""
 
     def get(self, key: str, default: Any = None, /) -> Any: ...
 
@@ -127,7 +127,7 @@ def apply_movement(members: State, cells: State, move: Movement) -> list[CellVal
     ``members`` maps convention|school|pupil to the pupil's movements there (deduplicated by event);
     their place is a fold of those movements in event order, an erased record left out, so the
     result does not depend on the order they arrive in. ``cells`` maps convention|school|level to
-    the sorted pupils in it. Both may be faust Tables. Cells are written before the membership, so
+    the sorted pupils in it. Cells are written before the membership, so
     a crash between the writes is repaired by replaying the movement; a replay republishes the
     touched cells, in case their delivery was lost.
     """

@@ -16,12 +16,19 @@ machine (one worker, 300 conventions, 20,000 events, alternated runs; medians): 
 against 600/s for the former agent, 360 µs of worker CPU per event against 520; the pure pipeline
 is now 70 % of the worker's busy time. Through faust's producer instead of its own: 930/s, 390 µs.
 
-**Headcounts: a faust agent.** It keeps the headcounts of aggregated conventions in two faust Tables
-(changelogs on the broker) from the movements the pipeline writes to the aggregation topic. It
-takes one movement at a time (a table write needs its source event) and awaits its outputs before
-moving on: those movements are a small share of the traffic. The faust app's group is
-``<prefix>-headcounts``: a group's members must share an assignment protocol, and faust's own
-(table-aware) assignor is not aiokafka's default one.
+**Headcounts: the same owned pattern, state in plain dicts.** ``Headcounts`` is a second service
+with its own aiokafka consumer in ``Settings.headcounts_group_id`` and its own producer: it reads
+the movements the pipeline writes to the aggregation topic, folds them into per-partition dicts
+(``apply_movement``), sends the cells whose published value changed, waits for the acknowledgements
+and commits the batch's next offsets. The movements are the log of that state: on taking a
+partition it rebuilds the partition's state by reading it from its beginning up to the first
+offset it is given (the committed one), without sending anything (the fold is idempotent and does
+not depend on the order; the cells of those movements were delivered before their commit), and
+drops it when the partition goes. Why not a faust agent with Tables: in faust 0.15.3 a worker
+restarted after kill -9 joins twice while its Tables recover, acks records fetched for the first
+assignment, and after recovery drops the re-fetched records as already read, so its commit offset
+never moves again (issue 8). The faust app is only the worker's shell (``producer_only``: no faust
+consumer, group or changelog topics).
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ MAX_RECORDS = 5_000
 """Records per batch at most (one conventions catch-up, one gather of acknowledgements, one commit)."""
 YIELD_EVERY = 250
 """Records processed between two turns of the event loop (a batch is CPU-bound: without turns, the
-headcounts agent and the group heartbeats would wait for the whole batch)."""
+other service and the group heartbeats would wait for the whole batch)."""
 POLL_TIMEOUT_MS = 200
 """How long ``getmany`` waits when nothing is there (the loop then checks whether to stop)."""
 FETCH_MAX_WAIT_MS = 10
@@ -76,7 +83,7 @@ def create_app(
     metrics: Metrics | None = None,
     probes: Probes | None = None,
 ) -> faust.App:
-    """A faust app: a ``RawBatches`` service runs ``pipeline`` over the raw topic, an agent keeps the headcounts.
+    """A faust app: a ``RawBatches`` service runs ``pipeline`` over the raw topic, ``Headcounts`` keeps the headcounts.
 
     ``metrics`` counts what it reads and writes; ``probes`` back its /livez and /readyz.
     """
@@ -86,26 +93,12 @@ def create_app(
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         datadir=str(_data_dir(settings) / "{conf.name}-data"),
-        topic_partitions=settings.partitions,
-        topic_replication_factor=settings.replication_factor,
-        topic_allow_declare=True,
-        consumer_auto_offset_reset="earliest",
-        producer_acks=-1,
-        producer_linger_ms=5,
-        producer_max_batch_size=512 * 1024,
-        broker_session_timeout=GROUP_TIMEOUT_MS / 1000,
-        broker_rebalance_timeout=GROUP_TIMEOUT_MS / 1000,
-        broker_heartbeat_interval=1.0,
         web_enabled=False,
         broker_credentials=faust_credentials(settings),
     )
+    app.producer_only = True  # faust consumes nothing: no group, no tables, no changelogs
     app.add_dependency(RawBatches(settings, pipeline, conventions, metrics, probes, beacon=app.beacon))
-    _aggregation_agent(app, settings, pipeline.topics.aggregation, metrics)
-
-    @app.on_partitions_assigned.connect
-    async def assigned(_app: faust.App, _assigned: Any, **_kwargs: Any) -> None:
-        if metrics is not None:
-            metrics.rebalanced(app.conf.id)
+    app.add_dependency(Headcounts(settings, pipeline.topics.aggregation, metrics, beacon=app.beacon))
 
     @app.timer(1.0)
     async def beat() -> None:  # liveness: the event loop turns
@@ -136,27 +129,8 @@ class RawBatches(Service):
     async def on_start(self) -> None:
         # aiokafka clients belong to the running loop: made here, not in __init__
         settings = self.settings
-        self.consumer = AIOKafkaConsumer(
-            **aiokafka_security(settings),
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=settings.processor_group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            max_partition_fetch_bytes=MAX_FRAME_BYTES // 8,
-            session_timeout_ms=GROUP_TIMEOUT_MS,
-            rebalance_timeout_ms=GROUP_TIMEOUT_MS,
-            heartbeat_interval_ms=1_000,
-        )
-        self.producer = AIOKafkaProducer(
-            **aiokafka_security(settings),
-            bootstrap_servers=settings.kafka_bootstrap,
-            acks="all",
-            enable_idempotence=settings.idempotent_producers,
-            linger_ms=5,
-            max_batch_size=512 * 1024,
-            max_request_size=MAX_FRAME_BYTES // 8,
-        )
+        self.consumer = _batch_consumer(settings, settings.processor_group_id)
+        self.producer = _batch_producer(settings)
         await self.producer.start()
         await self.conventions.catch_up()  # conventions known before the first event
         await self.consumer.start()
@@ -196,24 +170,11 @@ class RawBatches(Service):
                             o.topic, o.value, key=o.key, timestamp_ms=record.timestamp, headers=o.headers
                         )
                     )
-            await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts agent, the sends
+            await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts, the sends
         await acknowledged(pending)
-        await self._commit({tp: partition[-1].offset + 1 for tp, partition in batch.items()})
+        await commit_owned(self.consumer, {tp: partition[-1].offset + 1 for tp, partition in batch.items()})
         if self.metrics is not None:
             _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outputs)
-
-    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit what was delivered, for the partitions this worker still owns."""
-        owned = self.consumer.assignment()
-        mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
-        if not mine:
-            return
-        try:
-            await self.consumer.commit(mine)
-        except (CommitFailedError, IllegalStateError) as error:
-            # The group moved on (e.g. this worker was too slow and was dropped): the new owner
-            # resumes from the last commit and writes the same deliveries again, with the same ids.
-            log.warning("raw batch delivered but not committed (%s): its partitions' next owner redoes it", error)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -232,6 +193,147 @@ class _Rebalance(ConsumerRebalanceListener):
             self.service.metrics.rebalanced(self.service.settings.processor_group_id)
 
 
+class Headcounts(Service):
+    """The aggregation topic in batches: fold the movements, send the changed cells, commit (see the module)."""
+
+    def __init__(self, settings: Settings, topic: str, metrics: Metrics | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings, self.topic, self.metrics = settings, topic, metrics
+        self.consumer: AIOKafkaConsumer
+        self.producer: AIOKafkaProducer
+        self.states: dict[TopicPartition, tuple[dict[str, Any], dict[str, Any]]] = {}  # members, cells
+        self._batch = asyncio.Lock()  # held while a batch is in flight: a rebalance waits for it
+
+    async def on_start(self) -> None:
+        self.consumer = _batch_consumer(self.settings, self.settings.headcounts_group_id)
+        self.producer = _batch_producer(self.settings)
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([self.topic], listener=_HeadcountsRebalance(self))
+
+    async def on_stop(self) -> None:
+        async with self._batch:
+            await self.consumer.stop()
+            await self.producer.stop()
+
+    @Service.task
+    async def _run(self) -> None:
+        while not self.should_stop:
+            try:
+                batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS)
+            except ConsumerStoppedError:
+                return
+            if not batch or self.should_stop:
+                continue
+            async with self._batch:
+                await self.handle(batch)
+
+    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        """One batch: apply each movement, send the changed cells, wait for the acknowledgements, commit."""
+        outputs: list[Output] = []
+        pending = []
+        for tp, records in batch.items():
+            if tp not in self.states:  # a partition just taken: its state up to where it resumes
+                self.states[tp] = await self._rebuild(tp, records[0].offset)
+            members, cells = self.states[tp]
+            for start in range(0, len(records), YIELD_EVERY):
+                now = millis(dt.datetime.now(dt.UTC))
+                for record in records[start : start + YIELD_EVERY]:
+                    move = Movement.from_bytes(record.value)
+                    for cell in apply_movement(members, cells, move):
+                        o = _cell_output(self.settings, move, cell, now)
+                        outputs.append(o)
+                        pending.append(await self.producer.send(o.topic, o.value, key=o.key, headers=o.headers))
+                await asyncio.sleep(0)
+        await acknowledged(pending)
+        await commit_owned(self.consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+        if self.metrics is not None:
+            _observe(self.metrics, self.settings, self.topic, sum(map(len, batch.values())), outputs)
+
+    async def _rebuild(self, tp: TopicPartition, end: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A partition's state from its movements before ``end``, read from its beginning; nothing is sent."""
+        members: dict[str, Any] = {}
+        cells: dict[str, Any] = {}
+        reader = AIOKafkaConsumer(
+            **aiokafka_security(self.settings),
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+            max_partition_fetch_bytes=MAX_FRAME_BYTES // 8,
+        )
+        await reader.start()
+        try:
+            reader.assign([tp])
+            await reader.seek_to_beginning(tp)
+            while await reader.position(tp) < end:
+                fetched = await reader.getmany(tp, timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS)
+                for record in fetched.get(tp, []):
+                    if record.offset < end:
+                        apply_movement(members, cells, Movement.from_bytes(record.value))
+                await asyncio.sleep(0)
+        finally:
+            await reader.stop()
+        return members, cells
+
+
+class _HeadcountsRebalance(ConsumerRebalanceListener):
+    """A partition's state goes with it, once the batch in flight is committed."""
+
+    def __init__(self, service: Headcounts) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        async with self.service._batch:
+            for tp in revoked:
+                self.service.states.pop(tp, None)
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if self.service.metrics is not None:
+            self.service.metrics.rebalanced(self.service.settings.headcounts_group_id)
+
+
+def _batch_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
+    """A consumer in ``group_id`` that commits by hand (aiokafka clients belong to the running loop)."""
+    return AIOKafkaConsumer(
+        **aiokafka_security(settings),
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
+        max_partition_fetch_bytes=MAX_FRAME_BYTES // 8,
+        session_timeout_ms=GROUP_TIMEOUT_MS,
+        rebalance_timeout_ms=GROUP_TIMEOUT_MS,
+        heartbeat_interval_ms=1_000,
+    )
+
+
+def _batch_producer(settings: Settings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        **aiokafka_security(settings),
+        bootstrap_servers=settings.kafka_bootstrap,
+        acks="all",
+        enable_idempotence=settings.idempotent_producers,
+        linger_ms=5,
+        max_batch_size=512 * 1024,
+        max_request_size=MAX_FRAME_BYTES // 8,
+    )
+
+
+async def commit_owned(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    """Commit what was delivered, for the partitions this worker still owns."""
+    owned = consumer.assignment()
+    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    if not mine:
+        return
+    try:
+        await consumer.commit(mine)
+    except (CommitFailedError, IllegalStateError) as error:
+        # The group moved on (e.g. this worker was too slow and was dropped): the new owner
+        # resumes from the last commit and writes the same outputs again, with the same ids.
+        log.warning("batch delivered but not committed (%s): its partitions' next owner redoes it", error)
+
+
 async def acknowledged(pending: Sequence[Awaitable[Any]]) -> None:
     """Wait until the broker has acknowledged every send.
 
@@ -247,24 +349,6 @@ def _data_dir(settings: Settings) -> Path:
     path = settings.data_dir / "faust"
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def _aggregation_agent(app: faust.App, settings: Settings, topic_name: str, metrics: Metrics | None) -> None:
-    movements = app.topic(topic_name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    members = app.Table("aggregation-members", default=None, partitions=settings.partitions)
-    cells = app.Table("aggregation-cells", default=None, partitions=settings.partitions)
-
-    @app.agent(movements, name="aggregate-headcounts")
-    async def aggregate(stream: faust.StreamT[bytes]) -> None:
-        async for event in stream.events():
-            move = Movement.from_bytes(event.message.value)
-            now = millis(dt.datetime.now(dt.UTC))
-            outputs = [_cell_output(settings, move, cell, now) for cell in apply_movement(members, cells, move)]
-            await acknowledged(
-                [await app.producer.send(o.topic, o.key, o.value, None, None, o.headers) for o in outputs]
-            )
-            if metrics is not None:
-                _observe(metrics, settings, topic_name, 1, outputs)
 
 
 def _observe(metrics: Metrics, settings: Settings, source: str, consumed: int, outputs: list[Output]) -> None:

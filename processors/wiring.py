@@ -21,8 +21,19 @@ def aggregation_topic(settings: Settings) -> str:
 
 
 def processor_topics(settings: Settings) -> list[TopicSpec]:
-    """The topics of the processor beyond the pipeline's (they must exist before it starts)."""
-    return [TopicSpec(aggregation_topic(settings), settings.partitions, replication=settings.replication_factor)]
+    """The topics of the processor beyond the pipeline's (they must exist before it starts).
+
+    The aggregation topic is kept forever (``retention.ms=-1``): its movements are the log of the
+    headcounts, from which a worker rebuilds a partition's state when it takes it.
+    """
+    return [
+        TopicSpec(
+            aggregation_topic(settings),
+            settings.partitions,
+            {"retention.ms": "-1"},
+            replication=settings.replication_factor,
+        )
+    ]
 
 
 def build_pipeline(settings: Settings, geography: Geography, router: Router, mode: Mode = "live") -> Pipeline:

@@ -75,7 +75,7 @@ class ProcessorRig:
 
     def wait_until_quiet(self, quiet: float = 3.0, timeout: float = 120.0) -> None:
         """Wait until no delivery topic grows for ``quiet`` seconds (headcount cells come after the
-        audit records: the aggregation agent works from the movements the pipeline wrote)."""
+        audit records: the headcounts work from the movements the pipeline wrote)."""
         topics = [self.settings.delivery_topic(c.id) for c in self.conventions]
         deadline = time.monotonic() + timeout
         last, since = -1, time.monotonic()
@@ -159,7 +159,7 @@ _SYNCED = re.compile(r"Successfully synced group \S+-processor with generation (
 
 def generation(worker: Worker) -> int | None:
     """The generation of the processor's group (the raw topic's, ``<prefix>-processor``) a worker
-    last synced (from its log), if any; the headcounts agent's faust group is another one."""
+    last synced (from its log), if any; the headcounts' group is another one."""
     text = worker.log_path.read_text(encoding="utf-8", errors="replace") if worker.log_path.exists() else ""
     found = _SYNCED.findall(text)
     return int(found[-1]) if found else None
