@@ -36,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Iterable, Sequence
 from pathlib import Path
@@ -54,7 +55,6 @@ from ..infra.metrics import Metrics
 from ..infra.settings import Settings
 from ..schemas.codec import delivery_codec
 from .aggregation import Movement, apply_movement, cell_delivery
-from .delivery import millis
 from .live import LiveConventions
 from .pipeline import Output, Pipeline
 
@@ -202,6 +202,7 @@ class Headcounts(Service):
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
         self.states: dict[TopicPartition, tuple[dict[str, Any], dict[str, Any]]] = {}  # members, cells
+        self._last_ms = 0  # the last cell's delivery time (see ``_stamp``)
         self._batch = asyncio.Lock()  # held while a batch is in flight: a rebalance waits for it
 
     async def on_start(self) -> None:
@@ -237,11 +238,10 @@ class Headcounts(Service):
                 self.states[tp] = await self._rebuild(tp, records[0].offset)
             members, cells = self.states[tp]
             for start in range(0, len(records), YIELD_EVERY):
-                now = millis(dt.datetime.now(dt.UTC))
                 for record in records[start : start + YIELD_EVERY]:
                     move = Movement.from_bytes(record.value)
                     for cell in apply_movement(members, cells, move):
-                        o = _cell_output(self.settings, move, cell, now)
+                        o = _cell_output(self.settings, move, cell, self._stamp())
                         outputs.append(o)
                         pending.append(await self.producer.send(o.topic, o.value, key=o.key, headers=o.headers))
                 await asyncio.sleep(0)
@@ -249,6 +249,21 @@ class Headcounts(Service):
         await commit_owned(self.consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
         if self.metrics is not None:
             _observe(self.metrics, self.settings, self.topic, sum(map(len, batch.values())), outputs)
+
+    def _stamp(self) -> dt.datetime:
+        """The delivery time of the next cell, a millisecond after the last one at least.
+
+        A view keeps each cell's newest delivery by (delivered_at, delivery_id): two updates of one
+        cell in the same millisecond would be ordered by their ids, not by their order here. A cell's
+        updates all come from one partition, so from one worker at a time. The stamp runs ahead of
+        the wall clock only while more than 1,000 cells a second go out; a worker taking a partition
+        over starts from the wall clock, so if its predecessor had run ahead by more than the
+        takeover took (10 s at least), its first updates would rank below the predecessor's last.
+        A per-cell sequence in the delivery (the movement's offset) would remove that limit; it
+        needs a new optional field in the delivery schema.
+        """
+        self._last_ms = max(time.time_ns() // 1_000_000, self._last_ms + 1)
+        return dt.datetime.fromtimestamp(self._last_ms / 1000, dt.UTC)
 
     async def _rebuild(self, tp: TopicPartition, end: int) -> tuple[dict[str, Any], dict[str, Any]]:
         """A partition's state from its movements before ``end``, read from its beginning; nothing is sent."""
