@@ -107,35 +107,16 @@ def create_app(
     return app
 
 
-class RawBatches(Service):
-    """The raw topic in batches: process, send, gather the acknowledgements, commit (see the module)."""
+class _Batches(Service):
+    """A topic in batches through an owned consumer: ``handle`` each batch under a lock that a
+    rebalance and the stop wait for (the subclasses say what a batch does)."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        pipeline: Pipeline,
-        conventions: LiveConventions,
-        metrics: Metrics | None,
-        probes: Probes,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, settings: Settings, metrics: Metrics | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.settings, self.pipeline, self.conventions = settings, pipeline, conventions
-        self.metrics, self.probes = metrics, probes
+        self.settings, self.metrics = settings, metrics
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
         self._batch = asyncio.Lock()  # held while a batch is in flight: a rebalance waits for it
-
-    async def on_start(self) -> None:
-        # aiokafka clients belong to the running loop: made here, not in __init__
-        settings = self.settings
-        self.consumer = _batch_consumer(settings, settings.processor_group_id)
-        self.producer = _batch_producer(settings)
-        await self.producer.start()
-        await self.conventions.catch_up()  # conventions known before the first event
-        await self.consumer.start()
-        # subscribed after start: the group join goes on in the background (the app starts meanwhile)
-        self.consumer.subscribe([settings.raw_topic], listener=_Rebalance(self))
 
     async def on_stop(self) -> None:
         async with self._batch:  # the batch in flight is delivered and committed first
@@ -153,6 +134,36 @@ class RawBatches(Service):
                 continue
             async with self._batch:  # no await between getmany and here: no rebalance in between
                 await self.handle(batch)
+
+    async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        raise NotImplementedError
+
+
+class RawBatches(_Batches):
+    """The raw topic in batches: process, send, gather the acknowledgements, commit (see the module)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pipeline: Pipeline,
+        conventions: LiveConventions,
+        metrics: Metrics | None,
+        probes: Probes,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings, metrics, **kwargs)
+        self.pipeline, self.conventions, self.probes = pipeline, conventions, probes
+
+    async def on_start(self) -> None:
+        # aiokafka clients belong to the running loop: made here, not in __init__
+        settings = self.settings
+        self.consumer = _batch_consumer(settings, settings.processor_group_id)
+        self.producer = _batch_producer(settings)
+        await self.producer.start()
+        await self.conventions.catch_up()  # conventions known before the first event
+        await self.consumer.start()
+        # subscribed after start: the group join goes on in the background (the app starts meanwhile)
+        self.consumer.subscribe([settings.raw_topic], listener=_Rebalance(self))
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One batch: route, send, wait for every acknowledgement, commit the next offsets."""
@@ -193,17 +204,14 @@ class _Rebalance(ConsumerRebalanceListener):
             self.service.metrics.rebalanced(self.service.settings.processor_group_id)
 
 
-class Headcounts(Service):
+class Headcounts(_Batches):
     """The aggregation topic in batches: fold the movements, send the changed cells, commit (see the module)."""
 
     def __init__(self, settings: Settings, topic: str, metrics: Metrics | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.settings, self.topic, self.metrics = settings, topic, metrics
-        self.consumer: AIOKafkaConsumer
-        self.producer: AIOKafkaProducer
+        super().__init__(settings, metrics, **kwargs)
+        self.topic = topic
         self.states: dict[TopicPartition, tuple[dict[str, Any], dict[str, Any]]] = {}  # members, cells
         self._last_ms = 0  # the last cell's delivery time (see ``_stamp``)
-        self._batch = asyncio.Lock()  # held while a batch is in flight: a rebalance waits for it
 
     async def on_start(self) -> None:
         self.consumer = _batch_consumer(self.settings, self.settings.headcounts_group_id)
@@ -211,23 +219,6 @@ class Headcounts(Service):
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=_HeadcountsRebalance(self))
-
-    async def on_stop(self) -> None:
-        async with self._batch:
-            await self.consumer.stop()
-            await self.producer.stop()
-
-    @Service.task
-    async def _run(self) -> None:
-        while not self.should_stop:
-            try:
-                batch = await self.consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS)
-            except ConsumerStoppedError:
-                return
-            if not batch or self.should_stop:
-                continue
-            async with self._batch:
-                await self.handle(batch)
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One batch: apply each movement, send the changed cells, wait for the acknowledgements, commit."""
