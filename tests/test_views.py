@@ -186,17 +186,22 @@ def test_arrival_and_departure_are_recorded_once_however_often_delivered(lyon: F
     assert load_offsets(lyon.engine, "deliveries") == {0: 5}
 
 
+def apply_in_batches(feed: Feed, stream: list[dict], rng: random.Random, most: int) -> None:
+    """Apply ``stream`` in order, cut into batches of 1 to ``most`` deliveries drawn by ``rng``."""
+    at = 0
+    while at < len(stream):
+        size = rng.randint(1, most)
+        feed.apply(*stream[at : at + size])
+        at += size
+
+
 def test_cutting_a_stream_into_other_batches_gives_the_same_view(database) -> None:
     stream = sample_stream(AURA, seed=7, pupils=150, years=(2025, 2026))
     whole = Feed(*open_view(database, AURA, "_whole"))
     whole.apply(*stream)
     pieces = Feed(*open_view(database, AURA, "_pieces"))
     rng = random.Random(1)
-    at = 0
-    while at < len(stream):
-        size = rng.randint(1, 40)
-        pieces.apply(*stream[at : at + size])
-        at += size
+    apply_in_batches(pieces, stream, rng, most=40)
     tables = [*CONTENT_TABLES, *BOOKKEEPING_TABLES]
     assert snapshot(whole.engine, tables) == snapshot(pieces.engine, tables)
     assert len(snapshot(whole.engine, CONTENT_TABLES)["pupil_years"]) > 100
@@ -216,11 +221,7 @@ def test_movements_delivered_in_any_order_and_batches_give_the_same_view(databas
     shuffled = stream + rng.sample(stream, 30)
     rng.shuffle(shuffled)
     any_order = Feed(*open_view(database, AURA, "_any_order"))
-    at = 0
-    while at < len(shuffled):
-        size = rng.randint(1, 60)
-        any_order.apply(*shuffled[at : at + size])
-        at += size
+    apply_in_batches(any_order, shuffled, rng, most=60)
     assert snapshot(in_order.engine, CONTENT_TABLES) == snapshot(any_order.engine, CONTENT_TABLES)
     assert any(d["event_type"] == "transfer" for d in stream)
 
@@ -230,11 +231,7 @@ def test_pupil_years_kept_batch_by_batch_equal_a_recomputation_from_the_movement
     assert {"correction", "erasure", "transfer"} <= {d["event_type"] for d in stream}
     feed = Feed(*open_view(database, AURA))
     rng = random.Random(2)
-    at = 0
-    while at < len(stream):
-        size = rng.randint(1, 80)
-        feed.apply(*stream[at : at + size])
-        at += size
+    apply_in_batches(feed, stream, rng, most=80)
     kept = snapshot(feed.engine, [pupil_years])
     with feed.engine.begin() as conn:
         recompute_pupils(conn, conn.execute(select(movements.c.convention_id, movements.c.subject).distinct()).all())
