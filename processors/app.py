@@ -49,7 +49,7 @@ from aiokafka.structs import ConsumerRecord
 from mode import Service
 
 from ..infra.health import Probes
-from ..infra.kafka import MAX_FRAME_BYTES, REASON_HEADER
+from ..infra.kafka import FETCH_MAX_WAIT_MS, MAX_FRAME_BYTES, REASON_HEADER
 from ..infra.kafka_auth import aiokafka_security, faust_credentials
 from ..infra.metrics import Metrics
 from ..infra.settings import Settings
@@ -67,9 +67,6 @@ YIELD_EVERY = 250
 other service and the group heartbeats would wait for the whole batch)."""
 POLL_TIMEOUT_MS = 200
 """How long ``getmany`` waits when nothing is there (the loop then checks whether to stop)."""
-FETCH_MAX_WAIT_MS = 10
-"""The embedded broker holds a fetch for part of its maximum wait even when records are there:
-500 ms gave a p50 of 133 ms per hop, 10 ms gives 9 ms."""
 GROUP_TIMEOUT_MS = 10_000
 """Session and rebalance timeouts: the embedded broker completes a join only when the rebalance
 timeout runs out, so long ones would delay every start."""

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ..infra.kafka import TopicSpec, ensure_topics
+from ..infra.kafka import FETCH_MAX_WAIT_MS, TopicSpec, ensure_topics
 from ..infra.settings import Settings
 from ..schemas.errors import ConfigError
 from ..schemas.models import Event
@@ -93,6 +93,7 @@ class LiveConventions:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
             **self.security,
         )
         try:
@@ -107,6 +108,9 @@ class LiveConventions:
         self._partitions = [TopicPartition(self.topic, p) for p in sorted(partitions)]
         consumer.assign(self._partitions)
         await consumer.seek_to_beginning(*self._partitions)
+        # Fetched only while catching up: a broker answers a connection's requests in order, so the
+        # catch-up's ListOffsets would otherwise wait behind a fetch held for up to its maximum wait.
+        consumer.pause(*self._partitions)
         self._consumer = consumer
 
     async def stop(self) -> None:
@@ -127,9 +131,14 @@ class LiveConventions:
         assert consumer is not None
         ends = await consumer.end_offsets(self._partitions)
         records: list[tuple[bytes | None, bytes | None]] = []
-        while await _behind(consumer, ends):
-            batch = await consumer.getmany(*self._partitions, timeout_ms=500)
-            records.extend((m.key, m.value) for messages in batch.values() for m in messages)
+        if await _behind(consumer, ends):
+            consumer.resume(*self._partitions)
+            try:
+                while await _behind(consumer, ends):
+                    batch = await consumer.getmany(*self._partitions, timeout_ms=500)
+                    records.extend((m.key, m.value) for messages in batch.values() for m in messages)
+            finally:
+                consumer.pause(*self._partitions)
         if not records:
             return False
         await self._swap(apply_records(self.histories, records))
