@@ -67,6 +67,10 @@ YIELD_EVERY = 250
 other service and the group heartbeats would wait for the whole batch)."""
 POLL_TIMEOUT_MS = 200
 """How long ``getmany`` waits when nothing is there (the loop then checks whether to stop)."""
+PARTITION_FETCH_BYTES = 1 << 20
+"""Bytes a fetch may bring per partition (the broker still returns a larger first batch whole): what
+the consumer prefetches is held beside the batch in work (8 MB a partition was up to 48 MB of raw
+events for 6 partitions); 1 MB is still ~2,500 events a partition per fetch."""
 GROUP_TIMEOUT_MS = 10_000
 """Session and rebalance timeouts: the embedded broker completes a join only when the rebalance
 timeout runs out, so long ones would delay every start."""
@@ -94,6 +98,7 @@ def create_app(
         broker_credentials=faust_credentials(settings),
     )
     app.producer_only = True  # faust consumes nothing: no group, no tables, no changelogs
+    app.boot_strategy = app.BootStrategy(app, enable_kafka=False)  # nor produces: the services own their clients
     app.add_dependency(RawBatches(settings, pipeline, conventions, metrics, probes, beacon=app.beacon))
     app.add_dependency(Headcounts(settings, pipeline.topics.aggregation, metrics, beacon=app.beacon))
 
@@ -262,7 +267,7 @@ class Headcounts(_Batches):
             bootstrap_servers=self.settings.kafka_bootstrap,
             enable_auto_commit=False,
             fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            max_partition_fetch_bytes=MAX_FRAME_BYTES // 8,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
         )
         await reader.start()
         try:
@@ -304,7 +309,7 @@ def _batch_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-        max_partition_fetch_bytes=MAX_FRAME_BYTES // 8,
+        max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
         session_timeout_ms=GROUP_TIMEOUT_MS,
         rebalance_timeout_ms=GROUP_TIMEOUT_MS,
         heartbeat_interval_ms=1_000,
