@@ -45,6 +45,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, ConsumerStoppedError, IllegalStateError
+from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import ConsumerRecord
 from mode import Service
 
@@ -119,6 +120,7 @@ class _Batches(Service):
         self.consumer: AIOKafkaConsumer
         self.producer: AIOKafkaProducer
         self._batch = asyncio.Lock()  # held while a batch is in flight: a rebalance waits for it
+        self.partitions: dict[str, list[int]] = {}  # each output topic's partitions (see ``Outbox``)
 
     async def on_stop(self) -> None:
         async with self._batch:  # the batch in flight is delivered and committed first
@@ -172,19 +174,15 @@ class RawBatches(_Batches):
         await self.conventions.catch_up()
         records = [record for partition in batch.values() for record in partition]
         outputs: list[Output] = []
-        pending = []
+        outbox = Outbox(self.producer, self.partitions)
         for start in range(0, len(records), YIELD_EVERY):
             for record in records[start : start + YIELD_EVERY]:
                 origin = f"{record.topic}/{record.partition}/{record.offset}"
                 for o in self.pipeline.process(record.value, record.key, origin):
                     outputs.append(o)
-                    pending.append(
-                        await self.producer.send(
-                            o.topic, o.value, key=o.key, timestamp_ms=record.timestamp, headers=o.headers
-                        )
-                    )
+                    await outbox.add(o, record.timestamp)
             await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts, the sends
-        await acknowledged(pending)
+        await outbox.acknowledged()
         await commit_owned(self.consumer, {tp: partition[-1].offset + 1 for tp, partition in batch.items()})
         if self.metrics is not None:
             _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outputs)
@@ -225,7 +223,7 @@ class Headcounts(_Batches):
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One batch: apply each movement, send the changed cells, wait for the acknowledgements, commit."""
         outputs: list[Output] = []
-        pending = []
+        outbox = Outbox(self.producer, self.partitions)
         for tp, records in batch.items():
             if tp not in self.states:  # a partition just taken: its state up to where it resumes
                 self.states[tp] = await self._rebuild(tp, records[0].offset)
@@ -236,9 +234,9 @@ class Headcounts(_Batches):
                     for cell in apply_movement(members, cells, move):
                         o = _cell_output(self.settings, move, cell, self._stamp())
                         outputs.append(o)
-                        pending.append(await self.producer.send(o.topic, o.value, key=o.key, headers=o.headers))
+                        await outbox.add(o)
                 await asyncio.sleep(0)
-        await acknowledged(pending)
+        await outbox.acknowledged()
         await commit_owned(self.consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
         if self.metrics is not None:
             _observe(self.metrics, self.settings, self.topic, sum(map(len, batch.values())), outputs)
@@ -326,6 +324,47 @@ def _batch_producer(settings: Settings) -> AIOKafkaProducer:
         max_batch_size=512 * 1024,
         max_request_size=MAX_FRAME_BYTES // 8,
     )
+
+
+class Outbox:
+    """A batch's outputs in one aiokafka batch per partition (``create_batch``/``send_batch``), then
+    the acknowledgement of them all.
+
+    Why: ``producer.send`` makes a coroutine, a partition lookup and a future per record, and the
+    acknowledgements were gathered one future each (~35 µs of worker CPU per event). Records keep
+    their order within a partition and the partition of the default partitioner (murmur2 of the
+    key), so consumers see what ``send`` gave them.
+    """
+
+    def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, list[int]]) -> None:
+        self.producer, self.partitions = producer, partitions
+        self.open: dict[tuple[str, int], Any] = {}
+        self.sent: list[Awaitable[Any]] = []
+
+    async def add(self, o: Output, timestamp_ms: int | None = None) -> None:
+        """Add an output to its partition's batch (a full batch goes at once)."""
+        partitions = self.partitions.get(o.topic)
+        if partitions is None:
+            partitions = self.partitions[o.topic] = sorted(await self.producer.partitions_for(o.topic))
+        partition = _PARTITIONER(o.key, partitions, partitions)
+        batch = self.open.get((o.topic, partition))
+        if batch is None:
+            batch = self.open[o.topic, partition] = self.producer.create_batch()
+        if batch.append(key=o.key, value=o.value, timestamp=timestamp_ms, headers=o.headers) is None:
+            self.sent.append(await self.producer.send_batch(batch, o.topic, partition=partition))
+            batch = self.open[o.topic, partition] = self.producer.create_batch()
+            if batch.append(key=o.key, value=o.value, timestamp=timestamp_ms, headers=o.headers) is None:
+                raise ValueError(f"an output to {o.topic} is larger than a batch ({len(o.value):,} bytes)")
+
+    async def acknowledged(self) -> None:
+        """Send the batches still open and wait until the broker has acknowledged every one."""
+        for (topic, partition), batch in self.open.items():
+            self.sent.append(await self.producer.send_batch(batch, topic, partition=partition))
+        self.open.clear()
+        await acknowledged(self.sent)
+
+
+_PARTITIONER = DefaultPartitioner()
 
 
 async def commit_owned(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
