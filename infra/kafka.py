@@ -56,6 +56,14 @@ def pipeline_topics(settings: Settings) -> list[TopicSpec]:
     ]
 
 
+def delivery_topics(settings: Settings, convention_ids: Iterable[str]) -> list[TopicSpec]:
+    """The delivery topics of some conventions."""
+    return [
+        TopicSpec(settings.delivery_topic(c), settings.delivery_partitions, replication=settings.replication_factor)
+        for c in convention_ids
+    ]
+
+
 def ensure_topics(settings: Settings, specs: Iterable[TopicSpec]) -> None:
     """Create the topics that do not exist yet; existing ones are left as they are.
 

@@ -52,6 +52,13 @@ class Settings(BaseSettings):
         "cluster (whose min.insync.replicas of 2 would refuse acks=all writes to a topic with fewer).",
     )
     partitions: int = Field(default=6, ge=1)
+    delivery_partitions: int = Field(
+        default=1,
+        ge=1,
+        description="Partitions of each convention's delivery topic. One view reads all of them, in one "
+        "consumer, so more only multiply the cluster's partitions (10,000 conventions x 6 = 60,000) and "
+        "the processor's batches per cycle.",
+    )
     data_dir: Path = Path("var")
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the views' database; unset: SQLite files in data_dir."

@@ -19,7 +19,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from ..infra.kafka import FETCH_MAX_WAIT_MS, TopicSpec, ensure_topics
+from ..infra.kafka import FETCH_MAX_WAIT_MS, delivery_topics, ensure_topics
 from ..infra.settings import Settings
 from ..schemas.errors import ConfigError
 from ..schemas.models import Event
@@ -165,10 +165,7 @@ def delivery_topic_creator(settings: Settings) -> OnNew:
     """An ``on_new`` callback that creates the delivery topics of new conventions (off the event loop)."""
 
     async def create(convention_ids: list[str]) -> None:
-        specs = [
-            TopicSpec(settings.delivery_topic(c), settings.partitions, replication=settings.replication_factor)
-            for c in convention_ids
-        ]
+        specs = delivery_topics(settings, convention_ids)
         await asyncio.get_running_loop().run_in_executor(None, ensure_topics, settings, specs)
 
     return create

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..infra.kafka import TopicSpec, ensure_topics, make_producer
+from ..infra.kafka import delivery_topics, ensure_topics, make_producer
 from ..infra.settings import Settings
 from ..infra.topics import read_to_end
 from .conventions import Convention
@@ -33,11 +33,7 @@ def publish(settings: Settings, conventions: Iterable[tuple[str, Convention]]) -
     changed = merge(read_histories(settings), conventions)
     if not changed:
         return []
-    topics = [
-        TopicSpec(settings.delivery_topic(c), settings.partitions, replication=settings.replication_factor)
-        for c in changed
-    ]
-    ensure_topics(settings, topics)
+    ensure_topics(settings, delivery_topics(settings, changed))
     producer = make_producer(settings)
     try:
         futures = [

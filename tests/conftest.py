@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import pytest
 from hypothesis import settings as hypothesis_settings
 from scolaflux.infra.broker import EmbeddedBroker
-from scolaflux.infra.kafka import TopicSpec, ensure_topics, make_consumer, pipeline_topics
+from scolaflux.infra.kafka import delivery_topics, ensure_topics, make_consumer, pipeline_topics
 from scolaflux.infra.processes import start_processor, stop_process
 from scolaflux.infra.settings import Settings
 from scolaflux.schemas.models import Event
@@ -67,7 +67,7 @@ def topics(settings: Settings) -> Callable[..., None]:
             settings,
             [
                 *pipeline_topics(settings),
-                *(TopicSpec(settings.delivery_topic(c), settings.partitions) for c in conventions),
+                *delivery_topics(settings, conventions),
             ],
         )
 
