@@ -9,6 +9,7 @@ truth. Retention runs at start and then every ``retention_interval`` seconds.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import logging
 import threading
 import time
@@ -25,6 +26,15 @@ from .ledger import apply_retention
 from .store import BatchOutcome, Record, View, apply_batch, load_offsets
 
 log = logging.getLogger(__name__)
+
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between two collections of the youngest generation while a view applies batches.
+
+A batch of thousands of deliveries allocates ~10 containers a delivery (decoded records, rows),
+alive until the batch is committed: with Python's default (700) the collector ran dozens of times
+a batch, walking them through every generation, ~10 µs of CPU a delivery (a tenth of it). The
+garbage of a batch has no cycles (freed by reference counts), so collecting less often costs no
+memory. Process-wide: only ever raised, never lowered."""
 
 
 def assign_all(consumer: KafkaConsumer, topic: str | Sequence[str], timeout: float = 30.0) -> list[TopicPartition]:
@@ -96,6 +106,7 @@ class ViewMaintainer:
             consumer.close(autocommit=False)
 
     def _consumer(self) -> KafkaConsumer:
+        collect_less_often()
         limits: dict[str, object] = {"fetch_max_wait_ms": VIEW_FETCH_WAIT_MS}
         if self.batch_size:
             limits["max_poll_records"] = self.batch_size
@@ -154,6 +165,13 @@ class ViewMaintainer:
             return 0
         self._next_retention = time.monotonic() + self.retention_interval
         return run_retention(self.engine, self.retention_days, now)
+
+
+def collect_less_often(threshold: int = GC_YOUNG_THRESHOLD) -> None:
+    """Raise the garbage collector's youngest threshold to ``threshold`` (see ``GC_YOUNG_THRESHOLD``)."""
+    young, *older = gc.get_threshold()
+    if 0 < young < threshold:
+        gc.set_threshold(threshold, *older)
 
 
 def run_retention(engine: Engine, retention_days: dict[str | None, int], now: dt.datetime | None = None) -> int:
