@@ -33,15 +33,18 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..schemas.errors import RejectedInput
 from .authority import Authority
@@ -231,10 +234,17 @@ def insert_many(
 
     On SQLite the rows go straight to the driver's ``executemany``, converted by SQLAlchemy's own
     bind processors (so the stored values are the same): SQLAlchemy's per-row parameter handling
-    cost about as much as SQLite's insert itself. On PostgreSQL through SQLAlchemy, which also puts
-    the rows in the view's schema.
+    cost about as much as SQLite's insert itself. On PostgreSQL one statement inserts them all, each
+    column sent as one array (``INSERT ... SELECT FROM unnest(...)``): an ``executemany`` cost a
+    statement execution on the server and SQLAlchemy's and psycopg's handling of every row.
     """
     if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        if replace:  # one statement cannot update a row twice: the last row of a key wins, as one by one
+            rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
+        columns = {c.name: [row.get(c.name) for row in rows] for c in table.c}
+        conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), columns)
         return
     statement = _insert_statement(conn.dialect.name, table, tuple(keys), replace)
     if conn.dialect.name != "sqlite":
@@ -260,6 +270,24 @@ def _insert_statement(dialect: str, table: Table, keys: tuple[str, ...], replace
     if not replace:
         return statement.on_conflict_do_nothing(index_elements=list(keys))
     others = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
+
+
+@cache
+def _postgres_bulk_insert(table: Table, keys: tuple[str, ...], replace: bool) -> Insert:
+    """``INSERT INTO table SELECT * FROM unnest(:column1, :column2, ...)``, each parameter an array of
+    the column's values, with the same conflict handling as ``_insert_statement``. Arrays of strings
+    are ``VARCHAR[]`` without a length: a too long value still fails the insert (a cast to
+    ``VARCHAR(n)`` would cut it)."""
+    names = [c.name for c in table.c]
+    arrays = [bindparam(c.name, type_=ARRAY(String() if isinstance(c.type, String) else c.type)) for c in table.c]
+    unnested = func.unnest(*arrays).table_valued(*names).render_derived(name="rows")
+    statement = postgresql.insert(table).from_select(names, select(*(unnested.c[name] for name in names)))
+    if not keys:
+        return statement
+    if not replace:
+        return statement.on_conflict_do_nothing(index_elements=list(keys))
+    others = {name: statement.excluded[name] for name in names if name not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
 
 
@@ -390,8 +418,6 @@ def counters(conn: Connection) -> dict[str, int]:
 
 def freshness(conn: Connection) -> dict[str, Any]:
     """When the view last applied a delivery, and the newest event time it holds."""
-    from sqlalchemy import func
-
     row = conn.execute(
         select(
             func.max(applied_deliveries.c.applied_at),
