@@ -36,14 +36,17 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     column,
     delete,
+    func,
     insert,
     or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..schemas.codec import delivery_codec
 from ..schemas.errors import InvalidEvent
@@ -380,6 +383,10 @@ def add_movements(conn: Connection, rows: list[dict[str, Any]]) -> None:
 def stored_movements(conn: Connection, pupils: Iterable[tuple[str, str]], chunk: int = 500) -> Iterator[Any]:
     """The stored movements of the (convention, subject) pupils, in no particular order."""
     keys = sorted(pupils)
+    if conn.dialect.name == "postgresql" and keys:  # two array parameters, one statement
+        conventions, subjects = (list(column) for column in zip(*keys, strict=True))
+        yield from conn.execute(_movements_among(), {"conventions": conventions, "subjects": subjects}).mappings()
+        return
     for start in range(0, len(keys), chunk):
         wanted = keys[start : start + chunk]
         params = {f"{name}{i}": value for i, key in enumerate(wanted) for name, value in zip("cs", key, strict=True)}
@@ -399,6 +406,19 @@ def _movements_of(count: int) -> Select[Any]:
         text(f"SELECT column1 AS convention_id, column2 AS subject FROM (VALUES {pairs}) AS pairs")  # noqa: S608 (placeholders only)
         .columns(column("convention_id", String), column("subject", String))
         .cte("wanted")
+    )
+    return select(movements).join(
+        wanted, and_(movements.c.convention_id == wanted.c.convention_id, movements.c.subject == wanted.c.subject)
+    )
+
+
+@cache
+def _movements_among() -> Select[Any]:
+    """The movements of the (convention, subject) pairs given as two arrays (PostgreSQL)."""
+    wanted = (
+        func.unnest(bindparam("conventions", type_=ARRAY(String())), bindparam("subjects", type_=ARRAY(String())))
+        .table_valued("convention_id", "subject")
+        .render_derived(name="wanted")
     )
     return select(movements).join(
         wanted, and_(movements.c.convention_id == wanted.c.convention_id, movements.c.subject == wanted.c.subject)

@@ -31,8 +31,10 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
+    any_,
     bindparam,
     create_engine,
     delete,
@@ -340,6 +342,9 @@ def apply_batch(engine: Engine, records: Iterable[Record], view: View) -> BatchO
 def _first_sightings(conn: Connection, parsed: list[tuple[Record, Any]]) -> list[tuple[Record, Any]]:
     ids = list({item.delivery_id for _, item in parsed})
     seen: set[str] = set()
+    if conn.dialect.name == "postgresql":  # one array parameter, one statement
+        seen.update(conn.execute(_applied_among(), {"ids": ids}).scalars())
+        ids = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         seen.update(
@@ -353,6 +358,13 @@ def _first_sightings(conn: Connection, parsed: list[tuple[Record, Any]]) -> list
             seen.add(item.delivery_id)
             fresh.append((record, item))
     return fresh
+
+
+@cache
+def _applied_among() -> Select[Any]:
+    """The applied delivery ids among the array parameter ``ids`` (PostgreSQL)."""
+    ids = bindparam("ids", type_=ARRAY(String()))
+    return select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id == any_(ids))
 
 
 def _remember(conn: Connection, applied: list[tuple[Record, Any]], applied_at: dt.datetime) -> None:
