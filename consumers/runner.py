@@ -27,7 +27,6 @@ from ..infra.kafka import VIEW_FETCH_WAIT_MS
 from ..infra.kafka_auth import librdkafka_security
 from ..infra.metrics import Metrics
 from ..infra.settings import Settings
-from ..infra.topics import end_offsets
 from .ledger import apply_retention
 from .store import BatchOutcome, Record, View, apply_batch, load_offsets
 
@@ -101,19 +100,25 @@ class ViewMaintainer:
             consumer.close()
 
     def catch_up(self, timeout: float = 300.0) -> int:
-        """Apply everything the topics hold now, then return how many deliveries were applied (rebuilds)."""
+        """Apply everything the topics hold now, then return how many deliveries were applied (rebuilds).
+
+        "Now" is each partition's high watermark in the first fetch answer that names it (the
+        consumer caches it): ListOffsets is not enough on the embedded broker (see infra/topics.py).
+        """
         consumer = self.open_consumer()
         try:
-            partitions = [TopicPartition(topic, partition) for topic, partition in self._positions]
-            ends = end_offsets(self.settings, partitions)  # not ListOffsets alone: see infra/topics.py
-            behind = {(tp.topic, tp.partition): end for tp, end in ends.items() if end > 0}
+            ends: dict[tuple[str, int], int] = {}
             deadline = time.monotonic() + timeout
-            while behind:
+            while len(ends) < len(self._positions) or any(self._positions[key] < end for key, end in ends.items()):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"view not caught up within {timeout:.0f}s")
-                if not self.poll_once(consumer):
-                    self._learn_starts(consumer, behind)
-                behind = {key: end for key, end in behind.items() if (self._positions[key] or 0) < end}
+                self.poll_once(consumer)
+                for topic, partition in self._positions.keys() - ends.keys():
+                    low, high = consumer.get_watermark_offsets(Partition(topic, partition), cached=True)
+                    if low >= 0 and high >= 0:  # fetched at least once
+                        ends[(topic, partition)] = high
+                        if self._positions[(topic, partition)] is None:  # read from its start
+                            self._positions[(topic, partition)] = low
             return self.applied
         finally:
             consumer.close()
@@ -165,15 +170,6 @@ class ViewMaintainer:
         if on_batch:
             on_batch(len(outcome.applied), len(outcome.rejected))
         return len(records)
-
-    def _learn_starts(self, consumer: Consumer, behind: dict[tuple[str, int], int]) -> None:
-        """Nothing came: the partitions read from their start that hold nothing any more (retention
-        deleted it all) start at their end (their low watermark)."""
-        for topic, partition in behind:
-            if self._positions[(topic, partition)] is None:
-                low, _high = consumer.get_watermark_offsets(Partition(topic, partition), timeout=10)
-                if low >= behind[(topic, partition)]:
-                    self._positions[(topic, partition)] = low
 
     def _account(self, outcome: BatchOutcome, records: list[Record]) -> None:
         self.applied += len(outcome.applied)
