@@ -176,12 +176,26 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
+    if engine.dialect.driver == "psycopg":
+        _binary_lists(engine)
     if schema and engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         engine = engine.execution_options(schema_translate_map={None: schema})
     metadata.create_all(engine)
     return engine
+
+
+def _binary_lists(engine: Engine) -> None:
+    """psycopg sends list parameters (the bulk inserts' column arrays) in the binary format: its
+    text format escaped every element through a regular expression in Python, ~5 µs for a row of
+    six values against ~0.8."""
+
+    @event.listens_for(engine, "connect")
+    def _binary(dbapi_connection: Any, _record: Any) -> None:
+        from psycopg.types.array import ListBinaryDumper
+
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
