@@ -36,6 +36,7 @@ from sqlalchemy import (
     Table,
     any_,
     bindparam,
+    column,
     create_engine,
     delete,
     event,
@@ -356,16 +357,10 @@ def apply_batch(engine: Engine, records: Iterable[Record], view: View) -> BatchO
 def _first_sightings(conn: Connection, parsed: list[tuple[Record, Any]]) -> list[tuple[Record, Any]]:
     ids = list({item.delivery_id for _, item in parsed})
     seen: set[str] = set()
-    if conn.dialect.name == "postgresql":  # one array parameter, one statement
+    if ids and conn.dialect.name == "postgresql":  # one statement: the ids as an array
         seen.update(conn.execute(_applied_among(), {"ids": ids}).scalars())
-        ids = []
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        seen.update(
-            conn.execute(
-                select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id.in_(chunk))
-            ).scalars()
-        )
+    elif ids:  # SQLite, one statement: the ids as a JSON list
+        seen.update(conn.execute(_applied_in_json(), {"ids": json.dumps(ids)}).scalars())
     fresh = []
     for record, item in parsed:
         if item.delivery_id not in seen:
@@ -379,6 +374,13 @@ def _applied_among() -> Select[Any]:
     """The applied delivery ids among the array parameter ``ids`` (PostgreSQL)."""
     ids = bindparam("ids", type_=ARRAY(String()))
     return select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id == any_(ids))
+
+
+@cache
+def _applied_in_json() -> Select[Any]:
+    """The applied delivery ids among the JSON list ``ids`` (SQLite, ``json_each``)."""
+    ids = text("SELECT value FROM json_each(:ids)").columns(column("value", String))
+    return select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id.in_(ids))
 
 
 def _remember(conn: Connection, applied: list[tuple[Record, Any]], applied_at: dt.datetime) -> None:
