@@ -136,6 +136,7 @@ class ViewMaintainer:
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": VIEW_FETCH_WAIT_MS,
+                "log_level": 3,  # librdkafka's errors only, as the event producers
                 **librdkafka_security(self.settings),
             }
         )
