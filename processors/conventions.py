@@ -105,6 +105,15 @@ class LegalBasis(_Model):
     text: str = Field(min_length=1)
 
 
+_SETS: dict[frozenset[str], frozenset[str]] = {}
+
+
+def _once(names: frozenset[str]) -> frozenset[str]:
+    """The one instance of a set of names: a worker's thousands of conventions repeat the same few
+    allow-lists and levels (one set each took 17 MB with 10,000 conventions)."""
+    return _SETS.setdefault(names, names)
+
+
 class Population(_Model):
     """Whose data the convention covers (population concernée).
 
@@ -122,8 +131,8 @@ class Population(_Model):
     def allowed_levels(self) -> frozenset[str]:
         """The levels covered: those named, or every level of the school kinds."""
         if self.levels is not None:
-            return frozenset(self.levels)
-        return frozenset(level for kind in self.school_kinds for level in LEVELS_OF_KIND[kind])
+            return _once(frozenset(self.levels))
+        return _once(frozenset(level for kind in self.school_kinds for level in LEVELS_OF_KIND[kind]))
 
 
 class Aggregation(_Model):
@@ -170,8 +179,8 @@ class Convention(_Model):
 
     @cached_property
     def allowed_fields(self) -> dict[EventType, frozenset[str]]:
-        """The allow-list of fields of each event type allowed."""
-        return {event_type: frozenset(names) for event_type, names in self.events.items()}
+        """The allow-list of fields of each event type allowed (each distinct list made once)."""
+        return {event_type: _once(frozenset(names)) for event_type, names in self.events.items()}
 
     def fields_for(self, event_type: EventType) -> frozenset[str]:
         """The fields allowed for an event type (empty if the type is not allowed)."""

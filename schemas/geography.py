@@ -30,6 +30,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import sys
 import zlib
 from collections import defaultdict
 from collections.abc import Callable, Hashable, Iterable, Iterator
@@ -211,8 +212,15 @@ def _read(name: str, make: Callable[[dict[str, str]], T | None]) -> Iterator[T]:
 
 
 def _commune(row: dict[str, str]) -> Commune:
+    # the codes shared by many communes, and the names shared by many synthetic schools, are held
+    # once (sys.intern): every worker and view keeps the geography for its whole life
     return Commune(
-        row["code"], row["name"], row["departement"], row["region"], int(row["population"]), row["parent"] or None
+        row["code"],
+        row["name"],
+        sys.intern(row["departement"]),
+        sys.intern(row["region"]),
+        int(row["population"]),
+        sys.intern(row["parent"]) if row["parent"] else None,
     )
 
 
@@ -263,7 +271,7 @@ def _synthesise(dep: Departement, communes: Iterable[Commune], taken: frozenset[
     for commune in sorted(communes, key=lambda c: c.code):
         for kind, count, label in (("ecole", ecoles_for, "École"), ("college", colleges_for, "Collège")):
             for i in range(count(commune.population)):
-                name = f"{label} {_patron(commune.code, kind, i)}"
+                name = sys.intern(f"{label} {_patron(commune.code, kind, i)}")
                 yield School(next(numbers[kind]), name, kind, commune.code, dep.code, dep.academy, True)
 
 

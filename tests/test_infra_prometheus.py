@@ -38,7 +38,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
     """Run promtool (Debian's ``prometheus`` package; ``make test`` installs it)."""
     binary = shutil.which("promtool")
     if binary is None:
-        pytest.fail("promtool not found: run `make install` (it installs Debian's prometheus package)")
+        pytest.fail("promtool not found: run `make test` or `make tools` (they install Debian's prometheus package)")
     return subprocess.run([binary, *args], capture_output=True, text=True, cwd=PROMETHEUS, timeout=60)
 
 
