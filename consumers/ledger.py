@@ -17,6 +17,7 @@ delivered under two conventions of the same authority is two subjects.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -36,14 +37,17 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     column,
     delete,
+    func,
     insert,
     or_,
     select,
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..schemas.codec import delivery_codec
 from ..schemas.errors import InvalidEvent
@@ -377,28 +381,46 @@ def add_movements(conn: Connection, rows: list[dict[str, Any]]) -> None:
     insert_many(conn, pupil_years, years, ["convention_id", "subject", "school_year"], replace=True)
 
 
-def stored_movements(conn: Connection, pupils: Iterable[tuple[str, str]], chunk: int = 500) -> Iterator[Any]:
-    """The stored movements of the (convention, subject) pupils, in no particular order."""
+def stored_movements(conn: Connection, pupils: Iterable[tuple[str, str]]) -> Iterator[Any]:
+    """The stored movements of the (convention, subject) pupils, in no particular order.
+
+    One statement whatever their number, answered through the (convention, subject) index: the
+    pairs go as two arrays to PostgreSQL, as one JSON list to SQLite (``json_each``).
+    """
     keys = sorted(pupils)
-    for start in range(0, len(keys), chunk):
-        wanted = keys[start : start + chunk]
-        params = {f"{name}{i}": value for i, key in enumerate(wanted) for name, value in zip("cs", key, strict=True)}
-        yield from conn.execute(_movements_of(len(wanted)), params).mappings()
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        conventions, subjects = (list(column) for column in zip(*keys, strict=True))
+        yield from conn.execute(_movements_among(), {"conventions": conventions, "subjects": subjects}).mappings()
+    else:
+        pairs = json.dumps([[convention, subject] for convention, subject in keys])
+        yield from conn.execute(_movements_in_json(), {"pairs": pairs}).mappings()
 
 
 @cache
-def _movements_of(count: int) -> Select[Any]:
-    """The movements of ``count`` (convention, subject) pairs given as parameters c0, s0, c1, s1...
-
-    A join with a VALUES list, which SQLite and PostgreSQL both answer through the (convention,
-    subject) index; as text, so that SQLAlchemy compiles it once per count (a ``values()``
-    construct is compiled anew at every execution).
-    """
-    pairs = ", ".join(f"(:c{i}, :s{i})" for i in range(count))
+def _movements_in_json() -> Select[Any]:
+    """The movements of the (convention, subject) pairs given as the JSON list ``pairs`` (SQLite)."""
     wanted = (
-        text(f"SELECT column1 AS convention_id, column2 AS subject FROM (VALUES {pairs}) AS pairs")  # noqa: S608 (placeholders only)
+        text(
+            "SELECT json_extract(value, '$[0]') AS convention_id, json_extract(value, '$[1]') AS subject"
+            " FROM json_each(:pairs)"
+        )
         .columns(column("convention_id", String), column("subject", String))
         .cte("wanted")
+    )
+    return select(movements).join(
+        wanted, and_(movements.c.convention_id == wanted.c.convention_id, movements.c.subject == wanted.c.subject)
+    )
+
+
+@cache
+def _movements_among() -> Select[Any]:
+    """The movements of the (convention, subject) pairs given as two arrays (PostgreSQL)."""
+    wanted = (
+        func.unnest(bindparam("conventions", type_=ARRAY(String())), bindparam("subjects", type_=ARRAY(String())))
+        .table_valued("convention_id", "subject")
+        .render_derived(name="wanted")
     )
     return select(movements).join(
         wanted, and_(movements.c.convention_id == wanted.c.convention_id, movements.c.subject == wanted.c.subject)
@@ -414,7 +436,7 @@ def recompute_pupils(conn: Connection, keys: Iterable[tuple[str, str]], chunk: i
     """Rewrite the ``pupil_years`` rows of the (convention, subject) pupils from the movements that remain."""
     pupils = sorted(set(keys))
     by_pupil: dict[tuple[str, str], list[Any]] = {}
-    for row in stored_movements(conn, pupils, chunk):
+    for row in stored_movements(conn, pupils):
         by_pupil.setdefault((row["convention_id"], row["subject"]), []).append(row)
     for start in range(0, len(pupils), chunk):
         wanted = pupils[start : start + chunk]

@@ -31,17 +31,23 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Select,
     String,
     Table,
+    any_,
+    bindparam,
+    column,
     create_engine,
     delete,
     event,
+    func,
     insert,
     select,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from ..schemas.errors import RejectedInput
 from .authority import Authority
@@ -171,12 +177,26 @@ def make_engine(url: str, schema: str | None = None) -> Engine:
     engine = create_engine(url, future=True, pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
         _sqlite_pragmas(engine)
+    if engine.dialect.driver == "psycopg":
+        _binary_lists(engine)
     if schema and engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         engine = engine.execution_options(schema_translate_map={None: schema})
     metadata.create_all(engine)
     return engine
+
+
+def _binary_lists(engine: Engine) -> None:
+    """psycopg sends list parameters (the bulk inserts' column arrays) in the binary format: its
+    text format escaped every element through a regular expression in Python, ~5 µs for a row of
+    six values against ~0.8."""
+
+    @event.listens_for(engine, "connect")
+    def _binary(dbapi_connection: Any, _record: Any) -> None:
+        from psycopg.types.array import ListBinaryDumper
+
+        dbapi_connection.adapters.register_dumper(list, ListBinaryDumper)
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
@@ -231,10 +251,17 @@ def insert_many(
 
     On SQLite the rows go straight to the driver's ``executemany``, converted by SQLAlchemy's own
     bind processors (so the stored values are the same): SQLAlchemy's per-row parameter handling
-    cost about as much as SQLite's insert itself. On PostgreSQL through SQLAlchemy, which also puts
-    the rows in the view's schema.
+    cost about as much as SQLite's insert itself. On PostgreSQL one statement inserts them all, each
+    column sent as one array (``INSERT ... SELECT FROM unnest(...)``): an ``executemany`` cost a
+    statement execution on the server and SQLAlchemy's and psycopg's handling of every row.
     """
     if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        if replace:  # one statement cannot update a row twice: the last row of a key wins, as one by one
+            rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
+        columns = {c.name: [row.get(c.name) for row in rows] for c in table.c}
+        conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), columns)
         return
     statement = _insert_statement(conn.dialect.name, table, tuple(keys), replace)
     if conn.dialect.name != "sqlite":
@@ -260,6 +287,24 @@ def _insert_statement(dialect: str, table: Table, keys: tuple[str, ...], replace
     if not replace:
         return statement.on_conflict_do_nothing(index_elements=list(keys))
     others = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
+
+
+@cache
+def _postgres_bulk_insert(table: Table, keys: tuple[str, ...], replace: bool) -> Insert:
+    """``INSERT INTO table SELECT * FROM unnest(:column1, :column2, ...)``, each parameter an array of
+    the column's values, with the same conflict handling as ``_insert_statement``. Arrays of strings
+    are ``VARCHAR[]`` without a length: a too long value still fails the insert (a cast to
+    ``VARCHAR(n)`` would cut it)."""
+    names = [c.name for c in table.c]
+    arrays = [bindparam(c.name, type_=ARRAY(String() if isinstance(c.type, String) else c.type)) for c in table.c]
+    unnested = func.unnest(*arrays).table_valued(*names).render_derived(name="rows")
+    statement = postgresql.insert(table).from_select(names, select(*(unnested.c[name] for name in names)))
+    if not keys:
+        return statement
+    if not replace:
+        return statement.on_conflict_do_nothing(index_elements=list(keys))
+    others = {name: statement.excluded[name] for name in names if name not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
 
 
@@ -312,19 +357,30 @@ def apply_batch(engine: Engine, records: Iterable[Record], view: View) -> BatchO
 def _first_sightings(conn: Connection, parsed: list[tuple[Record, Any]]) -> list[tuple[Record, Any]]:
     ids = list({item.delivery_id for _, item in parsed})
     seen: set[str] = set()
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        seen.update(
-            conn.execute(
-                select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id.in_(chunk))
-            ).scalars()
-        )
+    if ids and conn.dialect.name == "postgresql":  # one statement: the ids as an array
+        seen.update(conn.execute(_applied_among(), {"ids": ids}).scalars())
+    elif ids:  # SQLite, one statement: the ids as a JSON list
+        seen.update(conn.execute(_applied_in_json(), {"ids": json.dumps(ids)}).scalars())
     fresh = []
     for record, item in parsed:
         if item.delivery_id not in seen:
             seen.add(item.delivery_id)
             fresh.append((record, item))
     return fresh
+
+
+@cache
+def _applied_among() -> Select[Any]:
+    """The applied delivery ids among the array parameter ``ids`` (PostgreSQL)."""
+    ids = bindparam("ids", type_=ARRAY(String()))
+    return select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id == any_(ids))
+
+
+@cache
+def _applied_in_json() -> Select[Any]:
+    """The applied delivery ids among the JSON list ``ids`` (SQLite, ``json_each``)."""
+    ids = text("SELECT value FROM json_each(:ids)").columns(column("value", String))
+    return select(applied_deliveries.c.delivery_id).where(applied_deliveries.c.delivery_id.in_(ids))
 
 
 def _remember(conn: Connection, applied: list[tuple[Record, Any]], applied_at: dt.datetime) -> None:
@@ -390,8 +446,6 @@ def counters(conn: Connection) -> dict[str, int]:
 
 def freshness(conn: Connection) -> dict[str, Any]:
     """When the view last applied a delivery, and the newest event time it holds."""
-    from sqlalchemy import func
-
     row = conn.execute(
         select(
             func.max(applied_deliveries.c.applied_at),

@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 from scolaflux.consumers.authority import Authority
-from scolaflux.consumers.runner import ViewMaintainer, assign_all
+from scolaflux.consumers.runner import ViewMaintainer
 from scolaflux.consumers.store import open_view_engine
 from scolaflux.consumers.views import AuthorityView
 from scolaflux.infra.broker import free_port
-from scolaflux.infra.kafka import ensure_topics, make_consumer, make_producer, pipeline_topics
+from scolaflux.infra.kafka import ensure_topics, make_producer, pipeline_topics
 from scolaflux.infra.lag import LagReader
 from scolaflux.infra.metrics import Metrics
 from scolaflux.infra.processes import start_processor, stop_process
@@ -49,25 +49,26 @@ RATE = 40.0  # events per second, all to Lyon's view
 SLOWED_BATCH, SLOWED_PAUSE = 10, 0.5  # the slowed view applies at most 20 deliveries a second
 
 
-def slowed(settings: Settings, maintainer: ViewMaintainer) -> Callable[[threading.Event], None]:
+def slowed(maintainer: ViewMaintainer) -> Callable[[threading.Event], None]:
     """Lyon's view maintainer, slowed down: one partition at a time, a small batch, then a pause.
 
     It applies at most ``SLOWED_BATCH / SLOWED_PAUSE`` deliveries a second: less than ``RATE``.
     """
 
     def run(stop: threading.Event) -> None:
-        consumer = make_consumer(settings, maintainer.group_id, max_poll_records=SLOWED_BATCH)
+        maintainer.batch_size = SLOWED_BATCH
+        consumer = maintainer.open_consumer()  # a new view: from the beginning
         try:
-            partitions = assign_all(consumer, maintainer.topics)  # a new view: from the beginning
+            partitions = consumer.assignment()
             for turn in itertools.cycle(partitions):
                 if stop.is_set():
                     break
-                consumer.pause(*partitions)
-                consumer.resume(turn)
+                consumer.pause(partitions)
+                consumer.resume([turn])
                 maintainer.poll_once(consumer)
                 stop.wait(SLOWED_PAUSE)
         finally:
-            consumer.close(autocommit=False)
+            consumer.close()
 
     return run
 
@@ -144,7 +145,7 @@ def test_verdicts_lag_and_metrics_follow_a_running_pipeline(settings: Settings, 
         assert maintainer.group_id == view_group
         sent: list[str] = []
         background.start(produce(settings, sent))
-        view = background.start(slowed(settings, maintainer))
+        view = background.start(slowed(maintainer))
         bad = make_producer(settings)
         bad.send(settings.raw_topic, key=b"k", value=b"\x00not avro").get(30)
         bad.close()

@@ -27,6 +27,7 @@ from scolaflux.consumers.store import (
     Record,
     apply_batch,
     counters,
+    insert_many,
     load_offsets,
     make_engine,
     rejected,
@@ -475,6 +476,23 @@ def test_deliveries_that_cannot_apply_are_set_aside_with_their_reason_and_the_re
     assert "100000002AB" not in text_  # no pupil identifier in a reason
     assert read(lyon, counters)["rejected"] == 4
     assert load_offsets(lyon.engine, "deliveries") == {0: 5}  # nothing lost: the offsets moved past them
+
+
+def test_bulk_inserts_keep_or_replace_rows_as_one_insert_per_row_would(database) -> None:
+    # the PostgreSQL path sends one statement of column arrays: a row already stored, a key twice in
+    # one call, a NULL and a string at its column's length must end as row-by-row inserts leave them
+    engine, _view = open_view(database, LYON)
+    year = {"convention_id": "c", "subject": "s", "school_year": 2026, "enrolled": True, "level": "2NDE"}
+    keys = ["convention_id", "subject", "school_year"]
+    with engine.begin() as conn:
+        insert_many(conn, pupil_years, [year], keys, replace=True)
+        later = [{**year, "level": "1ERE", "school": "x" * 8}, {**year, "level": "TLE", "school": None}]
+        insert_many(conn, pupil_years, later, keys, replace=True)
+        kept = [{**year, "subject": "t"}, {**year, "subject": "t", "level": "1ERE"}]
+        insert_many(conn, pupil_years, kept, keys)
+    with engine.connect() as conn:
+        stored = conn.execute(select(pupil_years.c.subject, pupil_years.c.level, pupil_years.c.school)).all()
+    assert sorted(stored) == [("s", "TLE", None), ("t", "2NDE", None)]
 
 
 def test_retention_deletes_expired_rows_counts_them_and_updates_what_derives_from_them(lyon: Feed) -> None:
