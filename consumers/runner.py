@@ -12,7 +12,6 @@ CPU a record against ~10 µs with kafka-python (still used by ``assign_all``'s c
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import logging
 import threading
 import time
@@ -26,6 +25,7 @@ from sqlalchemy import Engine
 from ..infra.kafka import VIEW_FETCH_WAIT_MS
 from ..infra.kafka_auth import librdkafka_security
 from ..infra.metrics import Metrics
+from ..infra.runtime import collect_less_often
 from ..infra.settings import Settings
 from .ledger import apply_retention
 from .store import BatchOutcome, Record, View, apply_batch, load_offsets
@@ -34,15 +34,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5_000
 """Records applied in one transaction at most (unless a maintainer is given its own)."""
-GC_YOUNG_THRESHOLD = 100_000
-"""Allocations between two collections of the youngest generation while a view applies batches.
-
-A batch of thousands of deliveries allocates ~10 containers a delivery (decoded records, rows),
-alive until the batch is committed: with Python's default (700) the collector ran dozens of times
-a batch, walking them through every generation, ~10 µs of CPU a delivery (a tenth of it). The
-garbage of a batch is freed by reference counts (a full collection after a catch-up of 30,000
-finds ~600 objects in cycles either way), so collecting less often costs little memory.
-Process-wide: only ever raised, never lowered."""
 
 
 def assign_all(consumer: KafkaConsumer, topic: str | Sequence[str], timeout: float = 30.0) -> list[TopicPartition]:
@@ -221,13 +212,6 @@ def _records(messages: list[Message]) -> list[Record]:
         stamp = None if kind == TIMESTAMP_NOT_AVAILABLE else timestamp
         records.append(Record(m.topic(), m.partition(), m.offset(), m.value(), m.headers() or [], stamp))
     return records
-
-
-def collect_less_often(threshold: int = GC_YOUNG_THRESHOLD) -> None:
-    """Raise the garbage collector's youngest threshold to ``threshold`` (see ``GC_YOUNG_THRESHOLD``)."""
-    young, *older = gc.get_threshold()
-    if 0 < young < threshold:
-        gc.set_threshold(threshold, *older)
 
 
 def run_retention(engine: Engine, retention_days: dict[str | None, int], now: dt.datetime | None = None) -> int:

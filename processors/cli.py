@@ -45,6 +45,7 @@ def process() -> None:
     from ..infra.kafka import ensure_topics, pipeline_topics
     from ..infra.kafka_auth import aiokafka_security
     from ..infra.metrics import Metrics
+    from ..infra.runtime import collect_less_often
     from ..schemas.geography import load_geography
     from .app import create_app
     from .live import LiveConventions, delivery_topic_creator
@@ -52,6 +53,7 @@ def process() -> None:
 
     settings = _keyed()
     assert settings.kafka_bootstrap is not None
+    collect_less_often()
     ensure_topics(settings, [*pipeline_topics(settings), *processor_topics(settings)])
     geography = load_geography()
     conventions = LiveConventions(
