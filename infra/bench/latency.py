@@ -3,8 +3,9 @@
 Events are written at a steady rate, each with its recording time (``recorded_at``) set to the
 moment it is produced; the views of a few authorities (a commune, its département, its région),
 each on its own delivery topic and its own SQLite database as deployed, apply what they receive
-with the views' own ``apply_batch``. The latency of a delivery is the time from that production to
-the commit of the view transaction that applied it.
+with the views' own maintainer (``ViewMaintainer``: its reader, batches and commits). The latency
+of a delivery is the time from that production to the commit of the view transaction that applied
+it.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ...consumers.runner import assign_all
-from ...consumers.store import Record, apply_batch, make_engine, view_url
+from ...consumers.runner import ViewMaintainer
+from ...consumers.store import BatchOutcome, Record, make_engine, view_url
 from ...consumers.views import AuthorityView
 from ...producers.simulator import Record as EventRecord
 from ...producers.simulator import avro_datum
 from ...schemas.codec import event_codec
-from ..kafka import VIEW_FETCH_WAIT_MS, make_consumer
 from ..settings import Settings
 from .records import bulk_producer
 
@@ -56,30 +57,34 @@ class Follower:
     def _run(self) -> None:
         try:
             engine = make_engine(view_url(None, self.database.parent, self.database.stem))
-            view = AuthorityView(None)
-            view.create(engine)
-            consumer = make_consumer(self.settings, None, fetch_max_wait_ms=VIEW_FETCH_WAIT_MS)
-            assign_all(consumer, list(self.topics))
-            while not self._stop.is_set():
-                polled = consumer.poll(timeout_ms=100)
-                records = [
-                    Record(m.topic, m.partition, m.offset, m.value, list(m.headers or []))
-                    for messages in polled.values()
-                    for m in messages
-                ]
-                if not records:
-                    continue
-                outcome = apply_batch(engine, records, view)
-                now = dt.datetime.now(dt.UTC)
-                self.latencies.extend(
-                    (now - item.recorded_at).total_seconds()
-                    for item in outcome.applied
-                    if item.recorded_at >= self.since
-                )
-            consumer.close(autocommit=False)
-            engine.dispose()
+            maintainer = _Timed(self.settings, list(self.topics), AuthorityView(None), engine, since=self.since)
+            maintainer.latencies = self.latencies
+            consumer = maintainer.open_consumer()
+            try:
+                while not self._stop.is_set():
+                    maintainer.poll_once(consumer)
+            finally:
+                consumer.close()
+                engine.dispose()
         except BaseException as exc:  # reported by the caller
             self.error = exc
+
+
+class _Timed(ViewMaintainer):
+    """A view maintainer, as deployed, that notes the latency of each delivery it applies: from the
+    event's recording (its production here) to the commit of the transaction that applied it."""
+
+    def __init__(self, *args: Any, since: dt.datetime, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.since = since
+        self.latencies: list[float] = []
+
+    def _account(self, outcome: BatchOutcome, records: list[Record]) -> None:
+        now = dt.datetime.now(dt.UTC)  # apply_batch has committed
+        super()._account(outcome, records)
+        self.latencies.extend(
+            (now - item.recorded_at).total_seconds() for item in outcome.applied if item.recorded_at >= self.since
+        )
 
 
 def paced_produce(settings: Settings, records: Iterator[EventRecord], rate: float, seconds: float) -> int:
