@@ -6,7 +6,7 @@ commits them to Kafka under its group id, for lag monitoring only: the database 
 truth. Retention runs at start and then every ``retention_interval`` seconds.
 
 It reads with librdkafka (confluent-kafka): fetched records reach Python as C objects, ~4 µs of
-CPU a record against ~10 µs with kafka-python (still used by ``assign_all``'s callers).
+CPU a record against ~10 µs with kafka-python.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_NOT_AVAILABLE, Consumer, KafkaException, Message
 from confluent_kafka import TopicPartition as Partition
-from kafka import KafkaConsumer, TopicPartition
 from sqlalchemy import Engine
 
 from ..infra.kafka import VIEW_FETCH_WAIT_MS
@@ -34,22 +33,6 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 5_000
 """Records applied in one transaction at most (unless a maintainer is given its own)."""
-
-
-def assign_all(consumer: KafkaConsumer, topic: str | Sequence[str], timeout: float = 30.0) -> list[TopicPartition]:
-    """Assign every partition of the topic(s) to ``consumer`` (waiting for each topic to exist)."""
-    topics = [topic] if isinstance(topic, str) else list(topic)
-    deadline = time.monotonic() + timeout
-    assigned: list[TopicPartition] = []
-    for name in topics:
-        while (partitions := consumer.partitions_for_topic(name)) is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {name} not found within {timeout:.0f}s")
-            consumer.topics()  # refresh metadata
-            time.sleep(0.2)
-        assigned.extend(TopicPartition(name, p) for p in sorted(partitions))
-    consumer.assign(assigned)
-    return assigned
 
 
 class ViewMaintainer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from kafka import KafkaConsumer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -21,6 +21,14 @@ def partitions_of(consumer: KafkaConsumer, topic: str, timeout: float = 30.0) ->
         consumer.topics()  # refresh metadata
         time.sleep(0.2)
     return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+def assign_all(consumer: KafkaConsumer, topics: str | Sequence[str], timeout: float = 30.0) -> list[TopicPartition]:
+    """Assign every partition of the topic(s) to ``consumer`` (waiting for each topic to exist)."""
+    names = [topics] if isinstance(topics, str) else list(topics)
+    assigned = [tp for name in names for tp in partitions_of(consumer, name, timeout)]
+    consumer.assign(assigned)
+    return assigned
 
 
 def end_offsets(

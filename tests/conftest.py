@@ -120,7 +120,7 @@ def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float 
 
 def read_topic(settings: Settings, topic: str, count: int, timeout: float = 60.0) -> list[Any]:
     """Read ``count`` records from the start of every partition of ``topic`` (no group join)."""
-    from scolaflux.consumers.runner import assign_all
+    from scolaflux.infra.topics import assign_all
 
     consumer = make_consumer(settings, None)
     try:

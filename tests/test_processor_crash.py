@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
-from scolaflux.consumers.runner import assign_all
 from scolaflux.infra.kafka import ORIGIN_HEADER, make_consumer
 from scolaflux.infra.lag import LagReader, Target
 from scolaflux.infra.processes import start_processor, stop_process
 from scolaflux.infra.settings import Settings
+from scolaflux.infra.topics import assign_all
 from scolaflux.processors.delivery import delivery_id
 from scolaflux.producers.kafka import EventProducer
 from scolaflux.schemas.codec import audit_codec, delivery_codec

@@ -11,10 +11,10 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
-from scolaflux.consumers.runner import assign_all
 from scolaflux.infra.broker import EmbeddedBroker
 from scolaflux.infra.kafka import TopicSpec, ensure_topics, make_consumer
 from scolaflux.infra.settings import Settings
+from scolaflux.infra.topics import assign_all
 from scolaflux.producers.kafka import EventProducer
 from scolaflux.producers.simulator import Simulator
 from scolaflux.schemas.geography import load_geography
