@@ -263,11 +263,9 @@ def insert_many(
         columns = {c.name: [row.get(c.name) for row in rows] for c in table.c}
         conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), columns)
         return
-    statement = _insert_statement(conn.dialect.name, table, tuple(keys), replace)
     if conn.dialect.name != "sqlite":
-        conn.execute(statement, rows)
-        return
-    sql, columns = _sqlite_executemany(statement, conn.dialect)
+        raise ValueError(f"views are kept in SQLite or PostgreSQL, not {conn.dialect.name}")
+    sql, columns = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
     conn.exec_driver_sql(sql, [_driver_values(row, columns) for row in rows])
 
 
@@ -280,32 +278,33 @@ def _driver_values(row: dict[str, Any], columns: list[tuple[str, Any]]) -> tuple
 
 
 @cache
-def _insert_statement(dialect: str, table: Table, keys: tuple[str, ...], replace: bool) -> Insert:
-    statement = {"postgresql": postgresql, "sqlite": sqlite}[dialect].insert(table)
+def _sqlite_insert(table: Table, keys: tuple[str, ...], replace: bool) -> Insert:
+    """The insert of ``insert_many`` on SQLite, made once (``_sqlite_executemany`` keeps its SQL by statement)."""
+    return _on_conflict(sqlite.insert(table), keys, replace)
+
+
+def _on_conflict(statement: Any, keys: tuple[str, ...], replace: bool) -> Any:
+    """``statement`` (a SQLite or PostgreSQL insert) where a row whose ``keys`` are already there is
+    left as it is, or with ``replace`` replaced by the new one; without keys, an error."""
     if not keys:
         return statement
     if not replace:
         return statement.on_conflict_do_nothing(index_elements=list(keys))
-    others = {c.name: statement.excluded[c.name] for c in table.c if c.name not in keys}
+    others = {c.name: statement.excluded[c.name] for c in statement.table.c if c.name not in keys}
     return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
 
 
 @cache
 def _postgres_bulk_insert(table: Table, keys: tuple[str, ...], replace: bool) -> Insert:
     """``INSERT INTO table SELECT * FROM unnest(:column1, :column2, ...)``, each parameter an array of
-    the column's values, with the same conflict handling as ``_insert_statement``. Arrays of strings
+    the column's values, with the conflict handling of ``_on_conflict``. Arrays of strings
     are ``VARCHAR[]`` without a length: a too long value still fails the insert (a cast to
     ``VARCHAR(n)`` would cut it)."""
     names = [c.name for c in table.c]
     arrays = [bindparam(c.name, type_=ARRAY(String() if isinstance(c.type, String) else c.type)) for c in table.c]
     unnested = func.unnest(*arrays).table_valued(*names).render_derived(name="rows")
     statement = postgresql.insert(table).from_select(names, select(*(unnested.c[name] for name in names)))
-    if not keys:
-        return statement
-    if not replace:
-        return statement.on_conflict_do_nothing(index_elements=list(keys))
-    others = {name: statement.excluded[name] for name in names if name not in keys}
-    return statement.on_conflict_do_update(index_elements=list(keys), set_=others)
+    return _on_conflict(statement, keys, replace)
 
 
 @cache
