@@ -13,9 +13,10 @@ from dataclasses import dataclass
 
 from confluent_kafka import KafkaException, TopicPartition
 
+from ...consumers.runner import partitions_of
 from ..kafka import TopicSpec, ensure_topics
 from ..settings import Settings
-from .records import partitions, produce, reader
+from .records import produce, reader
 
 VALUE_SIZE = 300
 PARTITIONS = 6
@@ -49,7 +50,7 @@ def _consume_all(bootstrap: str, topic: str, count: int, timeout: float = 120.0)
     (assignment, no group; connecting and the first fetch's wait are not counted)."""
     consumer = reader(bootstrap)
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in partitions(consumer, topic)])
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions_of(consumer, topic)])
         seen = 0
         deadline = time.monotonic() + timeout
         first = time.perf_counter()

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
+from ...consumers.runner import partitions_of
+
 Record = tuple[bytes | None, bytes]
 """A key and a value."""
 READ_SECONDS = 0.1
@@ -77,18 +79,6 @@ def reader(bootstrap: str) -> Consumer:
     )
 
 
-def partitions(consumer: Consumer, topic: str, timeout: float = 30.0) -> list[int]:
-    """The partition numbers of ``topic`` (waits for its metadata)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        meta = consumer.list_topics(topic, timeout=5).topics.get(topic)
-        if meta is not None and meta.error is None and meta.partitions:
-            return sorted(meta.partitions)
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"topic {topic} has no partitions after {timeout:.0f}s")
-        time.sleep(0.2)
-
-
 def end_offsets(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) -> dict[tuple[str, int], int]:
     """The end (high watermark) of every partition of ``topics``.
 
@@ -102,7 +92,7 @@ def end_offsets(bootstrap: str, topics: Iterable[str], timeout: float = 30.0) ->
         listed = {
             (topic, p): consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
             for topic in topics
-            for p in partitions(consumer, topic)
+            for p in partitions_of(consumer, topic)
         }
         fetched = [TopicPartition(t, p, end - 1) for (t, p), end in listed.items() if end > 0]
         consumer.assign(fetched)
