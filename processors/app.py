@@ -262,13 +262,7 @@ class Headcounts(_Batches):
         """A partition's state from its movements before ``end``, read from its beginning; nothing is sent."""
         members: dict[str, Any] = {}
         cells: dict[str, Any] = {}
-        reader = AIOKafkaConsumer(
-            **aiokafka_security(self.settings),
-            bootstrap_servers=self.settings.kafka_bootstrap,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=FETCH_MAX_WAIT_MS,
-            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
-        )
+        reader = _batch_consumer(self.settings, None)  # outside any group
         await reader.start()
         try:
             reader.assign([tp])
@@ -300,8 +294,9 @@ class _HeadcountsRebalance(ConsumerRebalanceListener):
             self.service.metrics.rebalanced(self.service.settings.headcounts_group_id)
 
 
-def _batch_consumer(settings: Settings, group_id: str) -> AIOKafkaConsumer:
-    """A consumer in ``group_id`` that commits by hand (aiokafka clients belong to the running loop)."""
+def _batch_consumer(settings: Settings, group_id: str | None) -> AIOKafkaConsumer:
+    """A consumer in ``group_id`` (None: outside any group) that commits by hand (aiokafka clients
+    belong to the running loop)."""
     return AIOKafkaConsumer(
         **aiokafka_security(settings),
         bootstrap_servers=settings.kafka_bootstrap,
