@@ -57,8 +57,8 @@ class Follower:
     def _run(self) -> None:
         try:
             engine = make_engine(view_url(None, self.database.parent, self.database.stem))
-            maintainer = _Timed(self.settings, list(self.topics), AuthorityView(None), engine, since=self.since)
-            maintainer.latencies = self.latencies
+            view = AuthorityView(None)
+            maintainer = _Timed(self.settings, list(self.topics), view, engine, since=self.since, into=self.latencies)
             consumer = maintainer.open_consumer()
             try:
                 while not self._stop.is_set():
@@ -74,10 +74,10 @@ class _Timed(ViewMaintainer):
     """A view maintainer, as deployed, that notes the latency of each delivery it applies: from the
     event's recording (its production here) to the commit of the transaction that applied it."""
 
-    def __init__(self, *args: Any, since: dt.datetime, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, since: dt.datetime, into: list[float], **kwargs: Any) -> None:
+        """Latencies of deliveries recorded from ``since`` on go ``into`` the given list."""
         super().__init__(*args, **kwargs)
-        self.since = since
-        self.latencies: list[float] = []
+        self.since, self.latencies = since, into
 
     def _account(self, outcome: BatchOutcome, records: list[Record]) -> None:
         now = dt.datetime.now(dt.UTC)  # apply_batch has committed
