@@ -337,6 +337,7 @@ class Outbox:
     def __init__(self, producer: AIOKafkaProducer, partitions: dict[str, list[int]]) -> None:
         self.producer, self.partitions = producer, partitions
         self.open: dict[tuple[str, int], Any] = {}
+        self.keyed: dict[tuple[str, bytes], int] = {}
         self.sent: list[Awaitable[Any]] = []
 
     async def add(self, o: Output, timestamp_ms: int | None = None) -> None:
@@ -344,7 +345,7 @@ class Outbox:
         partitions = self.partitions.get(o.topic)
         if partitions is None:
             partitions = self.partitions[o.topic] = sorted(await self.producer.partitions_for(o.topic))
-        partition = _PARTITIONER(o.key, partitions, partitions)
+        partition = self._partition(o.topic, o.key, partitions)
         batch = self.open.get((o.topic, partition))
         if batch is None:
             batch = self.open[o.topic, partition] = self.producer.create_batch()
@@ -353,6 +354,18 @@ class Outbox:
             batch = self.open[o.topic, partition] = self.producer.create_batch()
             if batch.append(key=o.key, value=o.value, timestamp=timestamp_ms, headers=o.headers) is None:
                 raise ValueError(f"an output to {o.topic} is larger than a batch ({len(o.value):,} bytes)")
+
+    def _partition(self, topic: str, key: bytes | None, partitions: list[int]) -> int:
+        """The default partitioner's choice, hashed once per topic and key in a batch (an event's
+        audit records share their key) and not at all for a topic of one partition."""
+        if len(partitions) == 1:
+            return partitions[0]
+        if key is None:
+            return _PARTITIONER(key, partitions, partitions)
+        partition = self.keyed.get((topic, key))
+        if partition is None:
+            partition = self.keyed[topic, key] = _PARTITIONER(key, partitions, partitions)
+        return partition
 
     async def acknowledged(self) -> None:
         """Send the batches still open and wait until the broker has acknowledged every one."""
