@@ -93,7 +93,6 @@ class Settings(BaseSettings):
     metrics_host: str = Field(
         default="127.0.0.1", description="Address /metrics, /livez and /readyz listen on (0.0.0.0 in a container)."
     )
-    processor_workers: int = Field(default=1, ge=1)
 
     @model_validator(mode="after")
     def _kafka_security_complete(self) -> Settings:
