@@ -42,7 +42,7 @@ test: install tools  ## the test suite (starts its own broker)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 $(BIN)/.bench-installed: $(BIN)/.installed
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	touch $@
 
 # PostgreSQL for the views figure: BENCH_POSTGRES=URL (empty: that figure is left out). More: BENCH_ARGS.
