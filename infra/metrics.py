@@ -19,6 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+PROCESSOR_STAGES = ("conventions", "pipeline", "acknowledgements", "commit")
+"""The stages of a processor batch, one series each in ``scolaflux_processor_batch_stage_seconds``."""
 GROUP_STATUSES = ("OK", "WARNING", "REWIND", "STALLED", "STOPPED", "ERROR")
 """The consumer-group verdicts (see ``infra/burrow.py``), one series each in ``scolaflux_consumer_group_status``."""
 
@@ -121,6 +123,22 @@ class Metrics:
         self._rebalances = Counter(
             "scolaflux_rebalances_total", "Partition assignments received by a group member.", ["group"], registry=r
         )
+        self._batch_stages = Histogram(
+            "scolaflux_processor_batch_stage_seconds",
+            "Time a processor batch of raw events spends in each stage: conventions (catching up with the "
+            "conventions topic), pipeline (routing and handing the outputs to the producer), acknowledgements "
+            "(until the broker has them all), commit.",
+            ["stage"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self._fetched_age = Histogram(
+            "scolaflux_processor_fetched_age_seconds",
+            "Age of the oldest raw event of each processor batch when the worker gets it (from its Kafka "
+            "timestamp): the wait in the broker and in the batch before.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     # -- counters the pipeline calls --------------------------------------------------------
 
@@ -153,6 +171,16 @@ class Metrics:
         for latency in latencies_seconds:
             histogram.observe(max(latency, 0.0))
         self._view_updated.labels(label).set(time.time())
+
+    def processor_batch(self, oldest_age: float | None, stages: Iterable[tuple[str, float]]) -> None:
+        """One processor batch: the age of its oldest record when fetched (None: no timestamp), and
+        the seconds of each of its ``PROCESSOR_STAGES``."""
+        if oldest_age is not None:
+            self._fetched_age.observe(max(oldest_age, 0.0))
+        for stage, seconds in stages:
+            if stage not in PROCESSOR_STAGES:
+                raise ValueError(f"processor stage must be one of {', '.join(PROCESSOR_STAGES)}")
+            self._batch_stages.labels(stage).observe(seconds)
 
     def rebalanced(self, group: str) -> None:
         """A member of ``group`` received a new assignment."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import itertools
 import logging
 import time
 from collections import Counter
@@ -54,7 +55,7 @@ from mode import Service
 from ..infra.health import Probes
 from ..infra.kafka import FETCH_MAX_WAIT_MS, MAX_FRAME_BYTES, REASON_HEADER
 from ..infra.kafka_auth import aiokafka_security, faust_credentials
-from ..infra.metrics import Metrics
+from ..infra.metrics import PROCESSOR_STAGES, Metrics
 from ..infra.settings import Settings
 from ..schemas.codec import delivery_codec
 from .aggregation import Movement, apply_movement, cell_delivery
@@ -172,8 +173,10 @@ class RawBatches(_Batches):
         self.consumer.subscribe([settings.raw_topic], listener=_Rebalance(self))
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
-        """One batch: route, send, wait for every acknowledgement, commit the next offsets."""
+        """One batch: route, send, wait for every acknowledgement, commit the next offsets (each stage timed)."""
+        fetched, marks = time.time(), [time.perf_counter()]
         await self.conventions.catch_up()
+        marks.append(time.perf_counter())
         records = [record for partition in batch.values() for record in partition]
         outputs: list[Output] = []
         outbox = Outbox(self.producer, self.partitions)
@@ -184,10 +187,17 @@ class RawBatches(_Batches):
                     outputs.append(o)
                     await outbox.add(o, record.timestamp)
             await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts, the sends
+        marks.append(time.perf_counter())
         await outbox.acknowledged()
+        marks.append(time.perf_counter())
         await commit_owned(self.consumer, {tp: partition[-1].offset + 1 for tp, partition in batch.items()})
+        marks.append(time.perf_counter())
         if self.metrics is not None:
             _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outputs)
+            stamps = [p[0].timestamp for p in batch.values() if p[0].timestamp is not None and p[0].timestamp >= 0]
+            oldest = fetched - min(stamps) / 1000 if stamps else None
+            spans = [end - start for start, end in itertools.pairwise(marks)]
+            self.metrics.processor_batch(oldest, zip(PROCESSOR_STAGES, spans, strict=True))
 
 
 class _Rebalance(ConsumerRebalanceListener):

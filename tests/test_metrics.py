@@ -28,6 +28,8 @@ def exercised() -> Metrics:
     metrics.view_freshness("commune:69123", 12.5)
     metrics.consumer_lag("scolaflux-view-commune:69123", "scolaflux.delivery.c", 0, 40, 12.5)
     metrics.group_status("scolaflux-view-commune:69123", "WARNING")
+    stages = [("conventions", 0.002), ("pipeline", 0.2), ("acknowledgements", 0.01), ("commit", 0)]
+    metrics.processor_batch(0.03, stages)
     return metrics
 
 
@@ -63,6 +65,10 @@ def test_each_method_counts_under_prometheus_names() -> None:
     assert values[("scolaflux_consumer_group_status", (group, ("status", "WARNING")))] == 1
     assert sum(values[("scolaflux_consumer_group_status", (group, ("status", s)))] for s in GROUP_STATUSES) == 1
     assert values[("scolaflux_rebalances_total", (("group", "scolaflux-processor"),))] == 1
+    assert values[("scolaflux_processor_fetched_age_seconds_bucket", (("le", "0.025"),))] == 0
+    assert values[("scolaflux_processor_fetched_age_seconds_bucket", (("le", "0.05"),))] == 1
+    assert values[("scolaflux_processor_batch_stage_seconds_sum", (("stage", "pipeline"),))] == 0.2
+    assert values[("scolaflux_processor_batch_stage_seconds_count", (("stage", "commit"),))] == 1
 
 
 def test_names_follow_the_conventions_and_labels_never_name_a_pupil() -> None:
@@ -94,6 +100,11 @@ def test_a_label_shaped_like_an_ine_is_redacted(ine: str) -> None:
 )
 def test_ordinary_labels_are_kept(label: str) -> None:
     assert safe_label(label) == label
+
+
+def test_an_unknown_processor_stage_is_refused() -> None:
+    with pytest.raises(ValueError, match="processor stage must be one of"):
+        Metrics().processor_batch(None, [("sending", 0.1)])
 
 
 def test_an_unknown_verdict_is_refused() -> None:

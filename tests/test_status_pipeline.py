@@ -197,6 +197,9 @@ def test_verdicts_lag_and_metrics_follow_a_running_pipeline(settings: Settings, 
         text = wait_for(lambda: t if delivered in (t := scrape()) else "", timeout=30, what="the processor's /metrics")
         assert f'scolaflux_events_consumed_total{{topic="{settings.raw_topic}"}}' in text
         assert 'scolaflux_deadletter_records_total{reason="decode"} 1.0' in text
+        for stage in ("conventions", "pipeline", "acknowledgements", "commit"):  # each batch, stage by stage
+            assert f'scolaflux_processor_batch_stage_seconds_count{{stage="{stage}"}}' in text
+        assert "scolaflux_processor_fetched_age_seconds_count" in text
         assert not [ine for ine in sent[:200] if ine in text], "no pupil identifier in any metric"
         assert httpx.get(f"{base}/livez", timeout=5).status_code == 200
         assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
