@@ -5,7 +5,9 @@ moment it is produced; the views of a few authorities (a commune, its départeme
 each on its own delivery topic and its own SQLite database as deployed, apply what they receive
 with the views' own maintainer (``ViewMaintainer``: its reader, batches and commits). The latency
 of a delivery is the time from that production to the commit of the view transaction that applied
-it.
+it, split at the delivery's ``delivered_at`` (the processor's clock when its pipeline made it): the
+way in (broker, wait for the worker's batch) and the way out (the rest of the batch, the broker,
+the view). The worker's own /metrics say where its batches spend their time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 from ...consumers.runner import ViewMaintainer
 from ...consumers.store import BatchOutcome, Record, make_engine, view_url
 from ...consumers.views import AuthorityView
@@ -30,6 +35,22 @@ from .records import bulk_producer
 
 
 @dataclass
+class Latencies:
+    """Per delivery, in seconds: from production to the view's commit, and the two parts either side
+    of the processor's pipeline (the delivery's ``delivered_at``)."""
+
+    total: list[float] = field(default_factory=list)
+    way_in: list[float] = field(default_factory=list)
+    way_out: list[float] = field(default_factory=list)
+
+    def extend(self, other: Latencies) -> None:
+        """Add another's latencies to these."""
+        self.total += other.total
+        self.way_in += other.way_in
+        self.way_out += other.way_out
+
+
+@dataclass
 class Follower:
     """A view applying one authority's delivery topics in a thread, noting each delivery's latency."""
 
@@ -37,7 +58,7 @@ class Follower:
     topics: Sequence[str]
     database: Path
     since: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
-    latencies: list[float] = field(default_factory=list)
+    latencies: Latencies = field(default_factory=Latencies)
     error: BaseException | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -74,17 +95,19 @@ class _Timed(ViewMaintainer):
     """A view maintainer, as deployed, that notes the latency of each delivery it applies: from the
     event's recording (its production here) to the commit of the transaction that applied it."""
 
-    def __init__(self, *args: Any, since: dt.datetime, into: list[float], **kwargs: Any) -> None:
-        """Latencies of deliveries recorded from ``since`` on go ``into`` the given list."""
+    def __init__(self, *args: Any, since: dt.datetime, into: Latencies, **kwargs: Any) -> None:
+        """Latencies of deliveries recorded from ``since`` on go ``into`` the given lists."""
         super().__init__(*args, **kwargs)
         self.since, self.latencies = since, into
 
     def _account(self, outcome: BatchOutcome, records: list[Record]) -> None:
         now = dt.datetime.now(dt.UTC)  # apply_batch has committed
         super()._account(outcome, records)
-        self.latencies.extend(
-            (now - item.recorded_at).total_seconds() for item in outcome.applied if item.recorded_at >= self.since
-        )
+        for item in outcome.applied:
+            if item.recorded_at >= self.since:
+                self.latencies.way_in.append((item.delivered_at - item.recorded_at).total_seconds())
+                self.latencies.way_out.append((now - item.delivered_at).total_seconds())
+                self.latencies.total.append((now - item.recorded_at).total_seconds())
 
 
 def paced_produce(settings: Settings, records: Iterator[EventRecord], rate: float, seconds: float) -> int:
@@ -107,6 +130,33 @@ def paced_produce(settings: Settings, records: Iterator[EventRecord], rate: floa
     if producer.flush(60):
         raise RuntimeError("events not acknowledged within 60 s")
     return sent
+
+
+def batch_times(metrics_url: str) -> dict[str, tuple[float, int]]:
+    """A processor worker's batch figures so far, from its /metrics: for each stage (and for
+    ``fetched age``, the age of a batch's oldest event when fetched), total seconds and batches."""
+    text = httpx.get(metrics_url, timeout=10).text
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("scolaflux_processor_"):
+                what = sample.labels.get("stage", "fetched age")
+                if sample.name.endswith("_sum"):
+                    sums[what] = sample.value
+                elif sample.name.endswith("_count"):
+                    counts[what] = int(sample.value)
+    return {what: (sums[what], counts[what]) for what in sums.keys() & counts.keys()}
+
+
+def mean_since(before: dict[str, tuple[float, int]], after: dict[str, tuple[float, int]]) -> dict[str, float]:
+    """The mean seconds per batch of each figure of ``batch_times`` between two readings."""
+    means = {}
+    for what, (total, count) in after.items():
+        total_before, count_before = before.get(what, (0.0, 0))
+        if count > count_before:
+            means[what] = (total - total_before) / (count - count_before)
+    return means
 
 
 def percentiles(latencies: Sequence[float]) -> tuple[float, float]:

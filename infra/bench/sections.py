@@ -11,14 +11,15 @@ import uuid
 from ...processors.bench_routing import measure_routing
 from ...producers.simulator import Simulator
 from ...producers.snapshot_sample import write_sample_pair
-from ..broker import broker_for
+from ..broker import broker_for, free_port
 from ..kafka import TopicSpec
+from ..metrics import PROCESSOR_STAGES
 from ..settings import settings_env
 from .ceiling import measure_ceiling
 from .conventions import covered_communes, synthetic_conventions
 from .core import bench_pipeline, measure_pipeline, simulated_events
 from .figures import Goal
-from .latency import Follower, paced_produce, percentiles
+from .latency import Follower, Latencies, batch_times, mean_since, paced_produce, percentiles
 from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
 from .records import end_offsets, produce, read_span
 from .runner import NATIONAL_RENTREE, Bench, Section
@@ -286,6 +287,8 @@ def latency(bench: Bench) -> None:
     how = "recorded_at = production time; view = commit of the SQLite transaction applying it"
     p50 = bench.figure("latency.p50", f"end-to-end latency p50, {rate:,.0f} events/s", "seconds", note=how)
     p99 = bench.figure("latency.p99", f"end-to-end latency p99, {rate:,.0f} events/s", "seconds", Goal(0.25, False))
+    way_in = bench.figure("latency.in.p99", "- p99 of its way in: production to the processor's pipeline", "seconds")
+    way_out = bench.figure("latency.out.p99", "- p99 of its way out: the pipeline to the view's commit", "seconds")
     conventions = synthetic_conventions(bench.geography, sizes.conventions)
     communes = [c.code for c in bench.geography.communes_in_departement("69") if c.population > 0]
     warm_up = simulated_events(bench.geography, communes, WARM_UP_EVENTS, seed=2)
@@ -296,7 +299,8 @@ def latency(bench: Bench) -> None:
         # producer and one consumer alone at 2,000 records/s: p50 per hop 9 ms in the first 10 s,
         # 123 ms after 70 s; a fresh topic is back to 9 ms), so runs on the same topics would
         # measure the broker's growth, not the feed.
-        settings = bench.settings("latency")
+        settings = bench.settings("latency", metrics_port=free_port())
+        worker_metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
         audits = measure_pipeline(bench_pipeline(settings, bench.geography, conventions), warm_up).audits
         rig = ProcessorRig(settings, conventions)
         followers: list[Follower] = []
@@ -307,20 +311,32 @@ def latency(bench: Bench) -> None:
             for authority in LATENCY_AUTHORITIES:
                 topic = settings.delivery_topic(authority)
                 followers.append(Follower(settings, [topic], settings.data_dir / f"{authority}.sqlite", since).start())
+            before = batch_times(worker_metrics)
             sent = paced_produce(settings, records, rate, sizes.latency_seconds)
             measured = settle(followers)
+            batches = mean_since(before, batch_times(worker_metrics))
         finally:
             for follower in followers:
                 follower.stop()
             rig.stop()
-        low, high = percentiles(measured)
+        low, high = percentiles(measured.total)
         p50.values.append(low)
         p99.values.append(high)
-        p99.note = f"{sent / sizes.latency_seconds:,.0f} events/s sent, {len(measured):,} deliveries measured per run"
-        p99.note += "; fresh topics and worker each run"
+        p99.note = f"{sent / sizes.latency_seconds:,.0f} events/s sent, {len(measured.total):,} deliveries measured"
+        p99.note += " per run; fresh topics and worker each run"
+        for figure, part in ((way_in, measured.way_in), (way_out, measured.way_out)):
+            part_p50, part_p99 = percentiles(part)
+            figure.values.append(part_p99)
+            figure.note = f"p50 {part_p50 * 1000:,.0f} ms (last run)"
+        if "fetched age" in batches:
+            way_in.note += (
+                f"; a worker batch's oldest event, when fetched, was {batches['fetched age'] * 1000:,.0f} ms old (mean)"
+            )
+        stages = ", ".join(f"{stage} {batches[stage] * 1000:,.1f}" for stage in PROCESSOR_STAGES if stage in batches)
+        way_out.note += f"; the worker's batch stages, mean ms: {stages}"
 
 
-def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0) -> list[float]:
+def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0) -> Latencies:
     """The followers' latencies once none has applied anything for ``quiet`` seconds."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
@@ -328,11 +344,14 @@ def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0
         errors = [f.error for f in followers if f.error is not None]
         if errors:
             raise RuntimeError(f"a view failed: {errors[0]!r}")
-        count = sum(len(f.latencies) for f in followers)
+        count = sum(len(f.latencies.total) for f in followers)
         if count != last:
             last, since = count, time.monotonic()
         elif time.monotonic() - since >= quiet:
-            return [x for f in followers for x in f.latencies]
+            measured = Latencies()
+            for follower in followers:
+                measured.extend(follower.latencies)
+            return measured
         time.sleep(0.2)
     raise TimeoutError(f"views still applying after {timeout:.0f}s")
 
