@@ -16,7 +16,7 @@ import pytest
 from rich.console import Console
 from scolaflux.infra.bench.conventions import synthetic_conventions
 from scolaflux.infra.bench.figures import Figure, Goal, Report, format_value
-from scolaflux.infra.bench.processor import Delivered, compare
+from scolaflux.infra.bench.processor import Delivered, audit_identity, compare
 from scolaflux.infra.bench.records import end_offsets, produce
 from scolaflux.infra.bench.run import run_benchmark
 from scolaflux.infra.bench.table import notes
@@ -24,6 +24,7 @@ from scolaflux.infra.bench.workers import cpu_seconds, high_water_mark
 from scolaflux.infra.kafka import TopicSpec, ensure_topics
 from scolaflux.infra.settings import Settings
 from scolaflux.processors.conventions import convention_rules
+from scolaflux.schemas.codec import audit_codec
 from scolaflux.schemas.geography import load_geography
 
 
@@ -98,6 +99,29 @@ def test_two_deployments_compare_on_event_deliveries_and_final_cells() -> None:
     assert compare(first, same) == ""  # which movement published a cell may differ; its final count may not
     lost = Delivered(events={b"a"}, cells={("c", "0690026D", "2nde"): 6})
     assert "1 only in the first" in compare(first, lost) and "1 of 1 end with different counts" in compare(first, lost)
+
+
+def test_an_audit_records_identity_is_its_delivery_id_read_from_the_bytes() -> None:
+    record = {
+        "delivery_id": str(uuid.uuid4()),
+        "event_id": str(uuid.uuid4()),
+        "event_type": "enrolment",
+        "event_time": 1_788_000_000_000,
+        "pupil": "3162fc76d58e7229cb152908e6e41367",
+        "convention_id": "commune-69123-instruction",
+        "convention_version": 2,
+        "authority_level": "commune",
+        "authority_code": "69123",
+        "identity_treatment": "nominative",
+        "fields": ["level"],
+        "delivered_at": 1_788_000_100_000,
+        "mode": "live",
+    }
+    again = audit_codec().encode({**record, "delivered_at": 1_788_000_200_000})  # the same delivery redone
+    other = audit_codec().encode({**record, "delivery_id": str(uuid.uuid4())})
+    identity = audit_identity(audit_codec().encode(record))
+    assert identity.endswith(record["delivery_id"].encode())
+    assert identity == audit_identity(again) != audit_identity(other)
 
 
 def test_peak_memory_is_read_from_the_process_itself() -> None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from ...processors.conventions import Convention
 from ...processors.publish import publish
 from ...processors.wiring import processor_topics
-from ...schemas.codec import audit_codec, delivery_codec
+from ...schemas.codec import HEADER_SIZE, delivery_codec
 from ..kafka import ensure_topics, pipeline_topics
 from ..settings import Settings, settings_env
 from .records import Record, Span, end_offsets, produce, read_span
@@ -115,9 +115,14 @@ class Delivered:
         return len(self.events) + len(self.cell_updates)
 
 
-def audit_identity(value: bytes) -> str:
-    """What makes an audit record distinct: its delivery (a re-processed event writes it again)."""
-    return audit_codec().decode(value)["delivery_id"]
+def audit_identity(value: bytes) -> bytes:
+    """What makes an audit record distinct: its delivery (a re-processed event writes it again).
+
+    The delivery id is the audit schema's first field, a 36-character string: its length byte and
+    text follow the single-object header. Read from the bytes, not decoded: decoding every audit
+    record took the benchmark ~10 µs of CPU each, beside the workers it measures.
+    """
+    return value[HEADER_SIZE : HEADER_SIZE + 37]
 
 
 def compare(first: Delivered, second: Delivered) -> str:
