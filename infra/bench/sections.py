@@ -23,7 +23,15 @@ from .latency import Follower, Latencies, batch_times, mean_since, paced_produce
 from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
 from .records import end_offsets, produce, read_span
 from .runner import NATIONAL_RENTREE, Bench, Section
-from .views import apply_rate, deliveries_of, drop_schema, postgres_engine, prepare_topic, sqlite_engine
+from .views import (
+    apply_rate,
+    deliveries_of,
+    drop_schema,
+    parallel_rate,
+    postgres_engine,
+    prepare_topic,
+    sqlite_engine,
+)
 from .workers import run_measured, start, start_profiler, stop_profiler
 
 PASSTHROUGH_VALUE_SIZE = 300
@@ -131,6 +139,15 @@ def views(bench: Bench) -> None:
         "seconds",
         note="user + system time of the process applying them (the benchmark's), per delivery",
     )
+    parallel = bench.figure(
+        "views.sqlite.parallel",
+        "views: deliveries applied, SQLite, 2 authorities' views at once",
+        "rate",
+        None,
+        True,
+        note="two view processes, a SQLite database each, reading the same topic; all they applied over "
+        "the time from the first start to the last end",
+    )
     postgres = bench.figure("views.postgresql", "views: deliveries applied, PostgreSQL", "rate", None, True, note=note)
     postgres_cpu = bench.figure(
         "views.postgresql.cpu",
@@ -153,6 +170,8 @@ def views(bench: Bench) -> None:
             sqlite_cpu.values.append(cpu)
         finally:
             engine.dispose()
+    for _ in range(bench.options.runs):
+        parallel.values.append(parallel_rate(settings, topic, settings.data_dir, len(deliveries)))
     url = bench.options.postgres_url
     if url is None:
         postgres.error = postgres_cpu.error = "no PostgreSQL URL (--postgres)"

@@ -8,10 +8,12 @@ transaction, exactly once by delivery id).
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, text
 
@@ -63,6 +65,52 @@ def drop_schema(url: str, schema: str) -> None:
             conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
     finally:
         engine.dispose()
+
+
+def parallel_rate(settings: Settings, topic: str, work_dir: Path, expected: int, processes: int = 2) -> float:
+    """Deliveries applied per second by ``processes`` view maintainers at once, each in a process of
+    its own with a SQLite database of its own (as several authorities' views run), all reading
+    ``topic`` from its start: every delivery they applied, over the time from the first one's start
+    to the last one's end (they start together, once each has its database and schema ready)."""
+    context = multiprocessing.get_context("spawn")  # no fork of this process's librdkafka threads
+    ready, results = context.Barrier(processes), context.Queue()
+    children = [
+        context.Process(target=_apply_at_once, args=(settings, topic, work_dir, expected, ready, results))
+        for _ in range(processes)
+    ]
+    for child in children:
+        child.start()
+    try:
+        spans = [results.get(timeout=900) for _ in children]
+    finally:
+        for child in children:
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+    failed = [span for span in spans if isinstance(span, str)]
+    if failed:
+        raise AssertionError(failed[0])
+    applied = sum(span[0] for span in spans)
+    return applied / (max(span[2] for span in spans) - min(span[1] for span in spans))
+
+
+def _apply_at_once(settings: Settings, topic: str, work_dir: Path, expected: int, ready: Any, results: Any) -> None:
+    """One of ``parallel_rate``'s views: (applied, start, end) on ``results``, or why it failed."""
+    try:
+        engine = sqlite_engine(work_dir)
+        maintainer = ViewMaintainer(
+            settings, topic, AuthorityView(None), engine, group_id=f"bench-{uuid.uuid4().hex[:8]}"
+        )
+        ready.wait(120)
+        started = time.time()
+        applied = maintainer.catch_up(timeout=600)
+        ended = time.time()
+        engine.dispose()
+        if applied + maintainer.duplicates != expected:
+            raise AssertionError(f"applied {applied} (+{maintainer.duplicates} duplicates) of {expected} deliveries")
+        results.put((applied, started, ended))
+    except Exception as error:  # reported by the parent
+        results.put(f"a view process failed: {error!r}")
 
 
 def apply_rate(settings: Settings, topic: str, engine: Engine, expected: int) -> tuple[float, float]:
