@@ -13,8 +13,8 @@ the view). The worker's own /metrics say where its batches spend their time.
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
 import statistics
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -52,43 +52,98 @@ class Latencies:
 
 @dataclass
 class Follower:
-    """A view applying one authority's delivery topics in a thread, noting each delivery's latency."""
+    """A view applying one authority's delivery topics in a process of its own, as deployed (not a
+    thread of the benchmark, whose producer would hold the same interpreter lock), noting each
+    delivery's latency."""
 
     settings: Settings
     topics: Sequence[str]
     database: Path
     since: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
     latencies: Latencies = field(default_factory=Latencies)
-    error: BaseException | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
+    error: str | None = None
+    _process: Any = None
+    _stop: Any = None
+    _ready: Any = None
+    _count: Any = None
+    _results: Any = None
 
     def start(self) -> Follower:
         """Start following (from the topics' start; only deliveries recorded after ``since`` count)."""
-        self._thread = threading.Thread(target=self._run, name="bench-view", daemon=True)
-        self._thread.start()
+        context = multiprocessing.get_context("spawn")  # no fork of the benchmark's librdkafka threads
+        self._stop, self._ready, self._count, self._results = (
+            context.Event(),
+            context.Event(),
+            context.Value("q", 0),
+            context.Queue(),
+        )
+        arguments = (self.settings, list(self.topics), self.database, self.since)
+        channels = (self._stop, self._ready, self._count, self._results)
+        self._process = context.Process(target=_follow, args=(*arguments, *channels), name="bench-view", daemon=True)
+        self._process.start()
         return self
 
-    def stop(self) -> None:
-        """Stop and wait for the thread."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Wait until the view reads its topics (a process takes a second or two to start)."""
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.2):
+            if self.failed():
+                self.stop()
+                raise RuntimeError(self.error or "a view follower ended before it read its topics")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"a view follower was not reading within {timeout:.0f}s")
 
-    def _run(self) -> None:
+    def applied(self) -> int:
+        """How many deliveries recorded from ``since`` on it has applied so far."""
+        return self._count.value
+
+    def failed(self) -> bool:
+        """Whether the process ended before it was told to stop."""
+        return not self._process.is_alive() and not self._stop.is_set()
+
+    def stop(self) -> None:
+        """Stop it (once); its latencies (or the reason it failed) come back."""
+        if self._stop.is_set():
+            return
+        self._stop.set()
         try:
-            engine = make_engine(view_url(None, self.database.parent, self.database.stem))
-            view = AuthorityView(None)
-            maintainer = _Timed(self.settings, list(self.topics), view, engine, since=self.since, into=self.latencies)
-            consumer = maintainer.open_consumer()
-            try:
-                while not self._stop.is_set():
-                    maintainer.poll_once(consumer)
-            finally:
-                consumer.close()
-                engine.dispose()
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
+            outcome = self._results.get(timeout=60)
+        finally:
+            self._process.join(30)
+        if isinstance(outcome, str):
+            self.error = outcome
+        else:
+            self.latencies = outcome
+
+
+def _follow(
+    settings: Settings,
+    topics: list[str],
+    database: Path,
+    since: dt.datetime,
+    stop: Any,
+    ready: Any,
+    count: Any,
+    results: Any,
+) -> None:
+    """A ``Follower``'s process: apply until ``stop``, then put the latencies (or why it failed) on ``results``."""
+    latencies = Latencies()
+    try:
+        engine = make_engine(view_url(None, database.parent, database.stem))
+        maintainer = _Timed(settings, topics, AuthorityView(None), engine, since=since, into=latencies)
+        consumer = maintainer.open_consumer()
+        ready.set()
+        try:
+            while not stop.is_set():
+                maintainer.poll_once(consumer)
+                count.value = len(latencies.total)
+        finally:
+            consumer.close()
+            engine.dispose()
+    except BaseException as exc:
+        results.put(f"a view follower failed: {exc!r}")
+        return
+    results.put(latencies)
 
 
 class _Timed(ViewMaintainer):

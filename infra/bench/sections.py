@@ -315,6 +315,7 @@ def latency(bench: Bench) -> None:
     way_in = bench.figure("latency.in.p99", "- p99 of its way in: production to the processor's pipeline", "seconds")
     way_out = bench.figure("latency.out.p99", "- p99 of its way out: the pipeline to the view's commit", "seconds")
     conventions = synthetic_conventions(bench.geography, sizes.conventions)
+    followed = [authority for authority in LATENCY_AUTHORITIES if authority in {c.id for c in conventions}]
     communes = [c.code for c in bench.geography.communes_in_departement("69") if c.population > 0]
     warm_up = simulated_events(bench.geography, communes, WARM_UP_EVENTS, seed=2)
     simulator = Simulator(bench.geography, communes, seed=3, pupils_per_commune=None, scale=0.3)
@@ -333,9 +334,11 @@ def latency(bench: Bench) -> None:
             wait_for_one_generation([rig.start_worker()])
             rig.run(warm_up, audits)
             since = dt.datetime.now(dt.UTC)
-            for authority in LATENCY_AUTHORITIES:
+            for authority in followed:
                 topic = settings.delivery_topic(authority)
                 followers.append(Follower(settings, [topic], settings.data_dir / f"{authority}.sqlite", since).start())
+            for follower in followers:
+                follower.wait_ready()
             before = batch_times(worker_metrics)
             sent = paced_produce(settings, records, rate, sizes.latency_seconds)
             measured = settle(followers)
@@ -362,23 +365,25 @@ def latency(bench: Bench) -> None:
 
 
 def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0) -> Latencies:
-    """The followers' latencies once none has applied anything for ``quiet`` seconds."""
+    """The followers' latencies once none has applied anything for ``quiet`` seconds (they stop)."""
     deadline = time.monotonic() + timeout
     last, since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        errors = [f.error for f in followers if f.error is not None]
-        if errors:
-            raise RuntimeError(f"a view failed: {errors[0]!r}")
-        count = sum(len(f.latencies.total) for f in followers)
+    while not any(f.failed() for f in followers):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"views still applying after {timeout:.0f}s")
+        count = sum(f.applied() for f in followers)
         if count != last:
             last, since = count, time.monotonic()
         elif time.monotonic() - since >= quiet:
-            measured = Latencies()
-            for follower in followers:
-                measured.extend(follower.latencies)
-            return measured
+            break
         time.sleep(0.2)
-    raise TimeoutError(f"views still applying after {timeout:.0f}s")
+    measured = Latencies()
+    for follower in followers:
+        follower.stop()
+        if follower.error is not None:
+            raise RuntimeError(follower.error)
+        measured.extend(follower.latencies)
+    return measured
 
 
 SNAPSHOT_DEPARTEMENTS = ("69", "38", "13", "59", "75", "33")
