@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -249,11 +250,12 @@ def insert_many(
     """Insert many rows (``executemany``). With ``keys``, a row whose key is already there is left as
     it is, or with ``replace`` replaced by the new one; without, it is an error.
 
-    On SQLite the rows go straight to the driver's ``executemany``, converted by SQLAlchemy's own
-    bind processors (so the stored values are the same): SQLAlchemy's per-row parameter handling
-    cost about as much as SQLite's insert itself. On PostgreSQL one statement inserts them all, each
-    column sent as one array (``INSERT ... SELECT FROM unnest(...)``): an ``executemany`` cost a
-    statement execution on the server and SQLAlchemy's and psycopg's handling of every row.
+    On SQLite the rows go straight to the driver's ``executemany``, converted as SQLAlchemy's own
+    bind processors convert them (so the stored values are the same; ``_converter``): SQLAlchemy's
+    per-row parameter handling cost about as much as SQLite's insert itself. On PostgreSQL one
+    statement inserts them all, each column sent as one array (``INSERT ... SELECT FROM
+    unnest(...)``): an ``executemany`` cost a statement execution on the server and SQLAlchemy's and
+    psycopg's handling of every row.
     """
     if not rows:
         return
@@ -265,16 +267,8 @@ def insert_many(
         return
     if conn.dialect.name != "sqlite":
         raise ValueError(f"views are kept in SQLite or PostgreSQL, not {conn.dialect.name}")
-    sql, columns = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
-    conn.exec_driver_sql(sql, [_driver_values(row, columns) for row in rows])
-
-
-def _driver_values(row: dict[str, Any], columns: list[tuple[str, Any]]) -> tuple[Any, ...]:
-    values = []
-    for name, convert in columns:
-        value = row.get(name)
-        values.append(value if value is None or convert is None else convert(value))
-    return tuple(values)
+    sql, driver_rows = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
+    conn.exec_driver_sql(sql, driver_rows(rows))
 
 
 @cache
@@ -308,12 +302,78 @@ def _postgres_bulk_insert(table: Table, keys: tuple[str, ...], replace: bool) ->
 
 
 @cache
-def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, list[tuple[str, Any]]]:
-    """The SQL of ``statement`` for SQLite's driver, and per parameter its column and value converter."""
+def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, DriverRows]:
+    """The SQL of ``statement`` for SQLite's driver, and the function making its rows' driver values."""
     compiled = statement.compile(dialect=dialect)
-    names = [compiled.binds[name].key for name in compiled.positiontup or ()]
+    names = tuple(compiled.binds[name].key for name in compiled.positiontup or ())
     column = statement.table.c
-    return compiled.string, [(name, column[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+    converters = ((index, _converter(column[name].type, dialect)) for index, name in enumerate(names))
+    return compiled.string, _driver_rows(names, tuple((index, f) for index, f in converters if f is not None))
+
+
+DriverRows = Callable[[list[dict[str, Any]]], list[tuple[Any, ...]]]
+
+
+def _driver_rows(names: tuple[str, ...], converters: tuple[tuple[int, Callable[[Any], Any]], ...]) -> DriverRows:
+    """The function giving rows (dicts) as the driver's value tuples: the values of ``names`` in that
+    order (a missing key gives None), the value at each converter's index converted (None stays None).
+    A value that is the very object of the row before reuses its converted value (a batch's one
+    ``applied_at``)."""
+    pick = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
+
+    def driver_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        previous: list[Any] = [None] * len(names)
+        converted: list[Any] = [None] * len(names)
+        out = []
+        for row in rows:
+            try:
+                values = list(pick(row))
+            except KeyError:
+                values = [row.get(name) for name in names]
+            for index, convert in converters:
+                value = values[index]
+                if value is not previous[index]:
+                    previous[index], converted[index] = value, None if value is None else convert(value)
+                values[index] = converted[index]
+            out.append(tuple(values))
+        return out
+
+    return driver_rows
+
+
+def _converter(type_: Any, dialect: Dialect) -> Callable[[Any], Any] | None:
+    """SQLAlchemy's converter of a column's values for SQLite's driver (None when it has none); for
+    DATETIME and DATE, one that makes the text through ``isoformat`` (2 - 3x faster), kept only if it
+    gives SQLAlchemy's text for sample values (aware, naive, at the ends of the calendar): a
+    storage format other than the default keeps SQLAlchemy's."""
+    impl = type_.dialect_impl(dialect)
+    convert = impl.bind_processor(dialect)
+    if convert is None:
+        return None
+    if isinstance(impl, sqlite.DATETIME):
+
+        def iso(value: Any) -> Any:
+            return value.isoformat(" ", "microseconds")[:26] if type(value) is dt.datetime else convert(value)
+
+    elif isinstance(impl, sqlite.DATE):
+
+        def iso(value: Any) -> Any:
+            return value.isoformat() if type(value) is dt.date else convert(value)
+
+    else:
+        return convert
+    return iso if all(iso(value) == convert(value) for value in _SAMPLE_TIMES) else convert
+
+
+_SAMPLE_TIMES = (
+    dt.datetime(2026, 9, 1, 8, 30, 5, 123456, tzinfo=dt.UTC),
+    dt.datetime(2026, 9, 1, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    dt.datetime(1, 1, 1),
+    dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=-5, seconds=30))),
+    dt.date(2026, 9, 1),
+    dt.date(1, 1, 1),
+    dt.date(9999, 12, 31),
+)
 
 
 def load_offsets(engine: Engine, topic: str) -> dict[int, int]:
