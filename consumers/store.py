@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -201,6 +202,8 @@ def _binary_lists(engine: Engine) -> None:
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
+    _bind_nulls_directly()
+
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -213,6 +216,15 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
+
+
+def _bind_nulls_directly() -> None:
+    """SQLite's driver binds None as NULL, but first looks for an adapter of it: finding none, it
+    asks the protocol type for ``__adapt__``, which formats an AttributeError message then cleared,
+    ~0.2 µs a NULL (a delivery's rows bind ~10). Registered as None's adapter, ``{}.get`` (a C
+    callable giving None back) ends the search at once; NULL is bound as before. The registry is
+    the driver's, process-wide: any None bound in the process goes this way, to the same NULL."""
+    sqlite3.register_adapter(type(None), {}.get)
 
 
 def open_view_engine(database_url: str | None, data_dir: Path, authority: Authority, schema_prefix: str) -> Engine:
