@@ -17,8 +17,9 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
-from operator import itemgetter
+from functools import cache, partial
+from itertools import repeat
+from operator import is_not, itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -329,35 +330,35 @@ DriverRows = Callable[[list[dict[str, Any]]], list[tuple[Any, ...]]]
 
 def _driver_rows(names: tuple[str, ...], converters: tuple[tuple[int, Callable[[Any], Any], bool], ...]) -> DriverRows:
     """The function giving rows (dicts) as the driver's value tuples: the values of ``names`` in that
-    order (a missing key gives None), the value at each converter's index converted (None stays None).
-    A converter marked for it converts each distinct value once per call: a batch's rows share
-    dates and times (its one ``applied_at``, a rentrée's entry date, event and delivery times)."""
+    order (a missing key gives None), each converter's column converted (``_converted``)."""
     pick = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
 
     def driver_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        known: list[dict[Any, Any]] = [{} for _ in converters]
-        out = []
-        for row in rows:
-            try:
-                values = list(pick(row))
-            except KeyError:
-                values = [row.get(name) for name in names]
-            for (index, convert, once), texts in zip(converters, known, strict=True):
-                value = values[index]
-                if value is None:
-                    continue
-                if not once:
-                    values[index] = convert(value)
-                    continue
-                key = (value, value.tzinfo) if isinstance(value, dt.datetime) else value  # the text is the wall clock
-                text = texts.get(key)
-                if text is None:
-                    text = texts[key] = convert(value)
-                values[index] = text
-            out.append(tuple(values))
-        return out
+        try:
+            picked = list(map(pick, rows))
+        except KeyError:
+            picked = [tuple(row.get(name) for name in names) for row in rows]
+        if not converters or not picked:
+            return picked
+        columns: list[Any] = list(zip(*picked, strict=True))
+        for index, convert, once in converters:
+            columns[index] = _converted(columns[index], convert, once)
+        return list(zip(*columns, strict=True))
 
     return driver_rows
+
+
+def _converted(values: Sequence[Any], convert: Callable[[Any], Any], once: bool) -> list[Any]:
+    """A column's values converted (None stays None). With ``once``, each distinct value is converted
+    once, when the values have one time zone at most: equal times in two zones are one value for
+    Python but two wall clocks, two texts. A batch's rows share many dates and times (its one
+    ``applied_at``, a rentrée's entry date, event and delivery times)."""
+    present = list(filter(partial(is_not, None), values))
+    if once and len(set(map(getattr, present, repeat("tzinfo"), repeat(None)))) <= 1:
+        texts = {value: convert(value) for value in set(present)}
+        texts[None] = None
+        return list(map(texts.__getitem__, values))
+    return [None if value is None else convert(value) for value in values]
 
 
 def _converter(type_: Any, dialect: Dialect) -> tuple[Callable[[Any], Any], bool] | None:
