@@ -276,13 +276,29 @@ def insert_many(
     if conn.dialect.name == "postgresql":
         if replace:  # one statement cannot update a row twice: the last row of a key wins, as one by one
             rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
-        columns = {c.name: [row.get(c.name) for row in rows] for c in table.c}
-        conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), columns)
+        names = tuple(c.name for c in table.c)
+        arrays = dict(zip(names, map(list, _columns(rows, names)), strict=True))
+        conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), arrays)
         return
     if conn.dialect.name != "sqlite":
         raise ValueError(f"views are kept in SQLite or PostgreSQL, not {conn.dialect.name}")
-    sql, driver_rows = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
-    conn.exec_driver_sql(sql, driver_rows(rows))
+    sql, names, converters = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
+    columns = _columns(rows, names)
+    for index, convert, once in converters:
+        columns[index] = _converted(columns[index], convert, once)
+    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
+
+
+def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[Sequence[Any]]:
+    """The values of each of ``names`` in the rows, one sequence per name (a missing key gives None):
+    picked with ``itemgetter`` and transposed with ``zip``, without a Python loop over the values."""
+    if len(names) == 1:
+        return [[row.get(names[0]) for row in rows]]
+    try:
+        picked = list(map(itemgetter(*names), rows))
+    except KeyError:
+        picked = [tuple(row.get(name) for name in names) for row in rows]
+    return list(zip(*picked, strict=True))
 
 
 @cache
@@ -316,36 +332,18 @@ def _postgres_bulk_insert(table: Table, keys: tuple[str, ...], replace: bool) ->
 
 
 @cache
-def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, DriverRows]:
-    """The SQL of ``statement`` for SQLite's driver, and the function making its rows' driver values."""
+def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, tuple[str, ...], tuple[Converter, ...]]:
+    """The SQL of ``statement`` for SQLite's driver, its parameters' names in order, and by position
+    the converter of each parameter that has one, with whether it may convert each distinct value
+    once (``_converter``)."""
     compiled = statement.compile(dialect=dialect)
     names = tuple(compiled.binds[name].key for name in compiled.positiontup or ())
     column = statement.table.c
     converters = ((index, _converter(column[name].type, dialect)) for index, name in enumerate(names))
-    return compiled.string, _driver_rows(names, tuple((index, *c) for index, c in converters if c is not None))
+    return compiled.string, names, tuple((index, *c) for index, c in converters if c is not None)
 
 
-DriverRows = Callable[[list[dict[str, Any]]], list[tuple[Any, ...]]]
-
-
-def _driver_rows(names: tuple[str, ...], converters: tuple[tuple[int, Callable[[Any], Any], bool], ...]) -> DriverRows:
-    """The function giving rows (dicts) as the driver's value tuples: the values of ``names`` in that
-    order (a missing key gives None), each converter's column converted (``_converted``)."""
-    pick = itemgetter(*names) if len(names) > 1 else lambda row: (row[names[0]],)
-
-    def driver_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        try:
-            picked = list(map(pick, rows))
-        except KeyError:
-            picked = [tuple(row.get(name) for name in names) for row in rows]
-        if not converters or not picked:
-            return picked
-        columns: list[Any] = list(zip(*picked, strict=True))
-        for index, convert, once in converters:
-            columns[index] = _converted(columns[index], convert, once)
-        return list(zip(*columns, strict=True))
-
-    return driver_rows
+Converter = tuple[int, Callable[[Any], Any], bool]
 
 
 def _converted(values: Sequence[Any], convert: Callable[[Any], Any], once: bool) -> list[Any]:
