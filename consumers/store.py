@@ -351,11 +351,12 @@ def _converted(values: Sequence[Any], convert: Callable[[Any], Any], once: bool)
     once, when the values have one time zone at most: equal times in two zones are one value for
     Python but two wall clocks, two texts. A batch's rows share many dates and times (its one
     ``applied_at``, a rentrée's entry date, event and delivery times)."""
-    present = list(filter(partial(is_not, None), values))
-    if once and len(set(map(getattr, present, repeat("tzinfo"), repeat(None)))) <= 1:
-        texts = {value: convert(value) for value in set(present)}
-        texts[None] = None
-        return list(map(texts.__getitem__, values))
+    if once:
+        present = list(filter(partial(is_not, None), values))
+        if len(set(map(getattr, present, repeat("tzinfo"), repeat(None)))) <= 1:
+            texts = {value: convert(value) for value in set(present)}
+            texts[None] = None
+            return list(map(texts.__getitem__, values))
     return [None if value is None else convert(value) for value in values]
 
 
