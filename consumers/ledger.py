@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from itertools import groupby
@@ -377,7 +377,7 @@ def add_movements(conn: Connection, rows: list[dict[str, Any]]) -> None:
     for row in rows:  # a stored row of the same delivery id wins, as the insert below leaves it
         by_pupil.setdefault((row["convention_id"], row["subject"]), {}).setdefault(row["delivery_id"], row)
     insert_many(conn, movements, rows, ["delivery_id"])
-    years = [year for pupil in by_pupil.values() for year in fold_years(sorted(pupil.values(), key=event_order))]
+    years = [year for pupil in by_pupil.values() for year in fold_years(in_event_order(pupil.values()))]
     insert_many(conn, pupil_years, years, ["convention_id", "subject", "school_year"], replace=True)
 
 
@@ -432,6 +432,11 @@ def event_order(row: Any) -> tuple[int, dt.datetime, str]:
     return row["school_year"], _naive(row["event_time"]), row["delivery_id"]
 
 
+def in_event_order(rows: Collection[Any]) -> Collection[Any]:
+    """A pupil's movements sorted by ``event_order`` (a single one as it is: most pupils of a batch)."""
+    return sorted(rows, key=event_order) if len(rows) > 1 else rows
+
+
 def recompute_pupils(conn: Connection, keys: Iterable[tuple[str, str]], chunk: int = 500) -> None:
     """Rewrite the ``pupil_years`` rows of the (convention, subject) pupils from the movements that remain."""
     pupils = sorted(set(keys))
@@ -443,7 +448,7 @@ def recompute_pupils(conn: Connection, keys: Iterable[tuple[str, str]], chunk: i
         for convention_id, subjects in groupby(wanted, key=lambda pupil: pupil[0]):
             of_convention = pupil_years.c.convention_id == convention_id
             conn.execute(delete(pupil_years).where(of_convention, pupil_years.c.subject.in_([s for _, s in subjects])))
-    years = [year for rows in by_pupil.values() for year in fold_years(sorted(rows, key=event_order))]
+    years = [year for rows in by_pupil.values() for year in fold_years(in_event_order(rows))]
     insert_many(conn, pupil_years, years)
 
 
@@ -455,34 +460,28 @@ def fold_years(rows: Iterable[Any]) -> list[dict[str, Any]]:
     """
     years: dict[int, dict[str, Any]] = {}
     for row in rows:
-        state = years.setdefault(
-            row["school_year"],
-            {
+        state = years.get(row["school_year"])
+        if state is None:
+            state = years[row["school_year"]] = {
                 "convention_id": row["convention_id"],
                 "subject": row["subject"],
                 "school_year": row["school_year"],
-                **dict.fromkeys(IDENTITY),
-                **_NOWHERE,
-                "school": None,
-                "school_commune": None,
-                "level": None,
-                "track": None,
-                "since": None,
-            },
-        )
-        state.update({name: row[name] for name in IDENTITY if row[name] is not None})
+                **_NO_YEAR,
+            }
+        for name in IDENTITY:
+            if row[name] is not None:
+                state[name] = row[name]
         if row["kind"] == "arrival":
-            state.update(_at_school(row), **_NOWHERE)
-            state.update(enrolled=True, since=row["movement_date"])
+            for name in EVENT_FACTS:
+                state[name] = row[name]
+            state.update(_NOWHERE)
+            state["enrolled"], state["since"] = True, row["movement_date"]
         elif not state["enrolled"] or state["school"] == row["school"]:
-            state.update(
-                _at_school(row),
-                enrolled=False,
-                left_on=row["movement_date"],
-                destination_kind=row["destination_kind"],
-                destination_school=row["other_school"],
-                destination_commune=row["other_commune"],
-            )
+            for name in EVENT_FACTS:
+                state[name] = row[name]
+            state["enrolled"], state["left_on"] = False, row["movement_date"]
+            state["destination_kind"] = row["destination_kind"]
+            state["destination_school"], state["destination_commune"] = row["other_school"], row["other_commune"]
     return list(years.values())
 
 
@@ -493,10 +492,8 @@ _NOWHERE = {
     "destination_school": None,
     "destination_commune": None,
 }
-
-
-def _at_school(row: Any) -> dict[str, Any]:
-    return {name: row[name] for name in ("school", "school_commune", "level", "track")}
+_NO_YEAR = {**dict.fromkeys(IDENTITY), **_NOWHERE, **dict.fromkeys(EVENT_FACTS), "since": None}
+"""A pupil's year before its first movement (``fold_years``)."""
 
 
 def apply_retention(conn: Connection, cutoffs: dict[str | None, dt.datetime]) -> int:

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Sequence
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
+from itertools import repeat
+from operator import is_not, itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     Connection,
     DateTime,
@@ -200,6 +204,8 @@ def _binary_lists(engine: Engine) -> None:
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
+    _bind_nulls_directly()
+
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
@@ -212,6 +218,15 @@ def _sqlite_pragmas(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
+
+
+def _bind_nulls_directly() -> None:
+    """SQLite's driver binds None as NULL, but first looks for an adapter of it: finding none, it
+    asks the protocol type for ``__adapt__``, which formats an AttributeError message then cleared,
+    ~0.2 µs a NULL (a delivery's rows bind ~10). Registered as None's adapter, ``{}.get`` (a C
+    callable giving None back) ends the search at once; NULL is bound as before. The registry is
+    the driver's, process-wide: any None bound in the process goes this way, to the same NULL."""
+    sqlite3.register_adapter(type(None), {}.get)
 
 
 def open_view_engine(database_url: str | None, data_dir: Path, authority: Authority, schema_prefix: str) -> Engine:
@@ -249,32 +264,41 @@ def insert_many(
     """Insert many rows (``executemany``). With ``keys``, a row whose key is already there is left as
     it is, or with ``replace`` replaced by the new one; without, it is an error.
 
-    On SQLite the rows go straight to the driver's ``executemany``, converted by SQLAlchemy's own
-    bind processors (so the stored values are the same): SQLAlchemy's per-row parameter handling
-    cost about as much as SQLite's insert itself. On PostgreSQL one statement inserts them all, each
-    column sent as one array (``INSERT ... SELECT FROM unnest(...)``): an ``executemany`` cost a
-    statement execution on the server and SQLAlchemy's and psycopg's handling of every row.
+    On SQLite the rows go straight to the driver's ``executemany``, converted as SQLAlchemy's own
+    bind processors convert them (so the stored values are the same; ``_converter``): SQLAlchemy's
+    per-row parameter handling cost about as much as SQLite's insert itself. On PostgreSQL one
+    statement inserts them all, each column sent as one array (``INSERT ... SELECT FROM
+    unnest(...)``): an ``executemany`` cost a statement execution on the server and SQLAlchemy's and
+    psycopg's handling of every row.
     """
     if not rows:
         return
     if conn.dialect.name == "postgresql":
         if replace:  # one statement cannot update a row twice: the last row of a key wins, as one by one
             rows = list({tuple(row[key] for key in keys): row for row in rows}.values())
-        columns = {c.name: [row.get(c.name) for row in rows] for c in table.c}
-        conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), columns)
+        names = tuple(c.name for c in table.c)
+        arrays = dict(zip(names, map(list, _columns(rows, names)), strict=True))
+        conn.execute(_postgres_bulk_insert(table, tuple(keys), replace), arrays)
         return
     if conn.dialect.name != "sqlite":
         raise ValueError(f"views are kept in SQLite or PostgreSQL, not {conn.dialect.name}")
-    sql, columns = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
-    conn.exec_driver_sql(sql, [_driver_values(row, columns) for row in rows])
+    sql, names, converters = _sqlite_executemany(_sqlite_insert(table, tuple(keys), replace), conn.dialect)
+    columns = _columns(rows, names)
+    for index, convert, once in converters:
+        columns[index] = _converted(columns[index], convert, once)
+    conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
 
 
-def _driver_values(row: dict[str, Any], columns: list[tuple[str, Any]]) -> tuple[Any, ...]:
-    values = []
-    for name, convert in columns:
-        value = row.get(name)
-        values.append(value if value is None or convert is None else convert(value))
-    return tuple(values)
+def _columns(rows: list[dict[str, Any]], names: tuple[str, ...]) -> list[Sequence[Any]]:
+    """The values of each of ``names`` in the rows, one sequence per name (a missing key gives None):
+    picked with ``itemgetter`` and transposed with ``zip``, without a Python loop over the values."""
+    if len(names) == 1:
+        return [[row.get(names[0]) for row in rows]]
+    try:
+        picked = list(map(itemgetter(*names), rows))
+    except KeyError:
+        picked = [tuple(row.get(name) for name in names) for row in rows]
+    return list(zip(*picked, strict=True))
 
 
 @cache
@@ -308,12 +332,68 @@ def _postgres_bulk_insert(table: Table, keys: tuple[str, ...], replace: bool) ->
 
 
 @cache
-def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, list[tuple[str, Any]]]:
-    """The SQL of ``statement`` for SQLite's driver, and per parameter its column and value converter."""
+def _sqlite_executemany(statement: Insert, dialect: Dialect) -> tuple[str, tuple[str, ...], tuple[Converter, ...]]:
+    """The SQL of ``statement`` for SQLite's driver, its parameters' names in order, and by position
+    the converter of each parameter that has one, with whether it may convert each distinct value
+    once (``_converter``)."""
     compiled = statement.compile(dialect=dialect)
-    names = [compiled.binds[name].key for name in compiled.positiontup or ()]
+    names = tuple(compiled.binds[name].key for name in compiled.positiontup or ())
     column = statement.table.c
-    return compiled.string, [(name, column[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+    converters = ((index, _converter(column[name].type, dialect)) for index, name in enumerate(names))
+    return compiled.string, names, tuple((index, *c) for index, c in converters if c is not None)
+
+
+Converter = tuple[int, Callable[[Any], Any], bool]
+
+
+def _converted(values: Sequence[Any], convert: Callable[[Any], Any], once: bool) -> list[Any]:
+    """A column's values converted (None stays None). With ``once``, each distinct value is converted
+    once, when the values have one time zone at most: equal times in two zones are one value for
+    Python but two wall clocks, two texts. A batch's rows share many dates and times (its one
+    ``applied_at``, a rentrée's entry date, event and delivery times)."""
+    if once:
+        present = list(filter(partial(is_not, None), values))
+        if len(set(map(getattr, present, repeat("tzinfo"), repeat(None)))) <= 1:
+            texts = {value: convert(value) for value in set(present)}
+            texts[None] = None
+            return list(map(texts.__getitem__, values))
+    return [None if value is None else convert(value) for value in values]
+
+
+def _converter(type_: Any, dialect: Dialect) -> tuple[Callable[[Any], Any], bool] | None:
+    """SQLAlchemy's converter of a column's values for SQLite's driver (None when it has none), and
+    whether it may convert each distinct value once (dates, times, booleans). For DATETIME and DATE,
+    one that makes the text through ``isoformat`` (2 - 3x faster), kept only if it gives SQLAlchemy's
+    text for sample values (aware, naive, at the ends of the calendar): a storage format other than
+    the default keeps SQLAlchemy's."""
+    impl = type_.dialect_impl(dialect)
+    convert = impl.bind_processor(dialect)
+    if convert is None:
+        return None
+    if isinstance(impl, sqlite.DATETIME):
+
+        def iso(value: Any) -> Any:
+            return value.isoformat(" ", "microseconds")[:26] if type(value) is dt.datetime else convert(value)
+
+    elif isinstance(impl, sqlite.DATE):
+
+        def iso(value: Any) -> Any:
+            return value.isoformat() if type(value) is dt.date else convert(value)
+
+    else:
+        return convert, isinstance(impl, Boolean)
+    return (iso if all(iso(value) == convert(value) for value in _SAMPLE_TIMES) else convert), True
+
+
+_SAMPLE_TIMES = (
+    dt.datetime(2026, 9, 1, 8, 30, 5, 123456, tzinfo=dt.UTC),
+    dt.datetime(2026, 9, 1, 8, 30, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    dt.datetime(1, 1, 1),
+    dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=-5, seconds=30))),
+    dt.date(2026, 9, 1),
+    dt.date(1, 1, 1),
+    dt.date(9999, 12, 31),
+)
 
 
 def load_offsets(engine: Engine, topic: str) -> dict[int, int]:

@@ -25,6 +25,7 @@ from scolaflux.consumers.samples import delivery, encode, sample_stream, uai
 from scolaflux.consumers.store import (
     BOOKKEEPING_TABLES,
     Record,
+    applied_deliveries,
     apply_batch,
     counters,
     insert_many,
@@ -35,7 +36,7 @@ from scolaflux.consumers.store import (
 )
 from scolaflux.consumers.views import AuthorityView
 from scolaflux.schemas.codec import MARKER
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import Engine, String, cast, create_engine, insert, select, text
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 LYON = Authority("commune", "69123")
@@ -493,6 +494,54 @@ def test_bulk_inserts_keep_or_replace_rows_as_one_insert_per_row_would(database)
     with engine.connect() as conn:
         stored = conn.execute(select(pupil_years.c.subject, pupil_years.c.level, pupil_years.c.school)).all()
     assert sorted(stored) == [("s", "TLE", None), ("t", "2NDE", None)]
+
+
+def test_bulk_inserts_store_dates_and_times_as_sqlalchemys_own_insert_does(database) -> None:
+    # the SQLite path converts values itself (faster than SQLAlchemy's converters, same text): aware,
+    # naive (SQLite), other offsets, no microseconds, the ends of the calendar, and one object in two rows
+    engine, _view = open_view(database, LYON)
+    moments = [
+        T0,
+        T0.replace(microsecond=123456),
+        T0.astimezone(dt.timezone(dt.timedelta(hours=2))),
+        dt.datetime(1, 1, 1, tzinfo=dt.UTC),
+        dt.datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC),
+    ]
+    moments.append(moments[-1])
+    if database[0].startswith("sqlite"):  # psycopg will not send naive and aware times in one array
+        moments.append(T0.replace(tzinfo=None))
+    days = [None, dt.date(2026, 9, 1), dt.date(1, 1, 1), dt.date(9999, 12, 31), None, dt.date(2013, 2, 3), None]
+
+    def applied(prefix: str) -> list[dict]:
+        return [
+            {
+                **{"delivery_id": f"{prefix}{i}", "convention_id": "c", "topic": "t", "partition": 0, "offset": i},
+                **{"event_time": moment, "recorded_at": moment, "delivered_at": T0, "applied_at": T0},
+            }
+            for i, moment in enumerate(moments)
+        ]
+
+    def years(prefix: str) -> list[dict]:
+        return [
+            {"convention_id": "c", "subject": f"{prefix}{i}", "school_year": 2026, "enrolled": i % 2 == 0}
+            | {"birth_date": day, "since": day, "left_on": days[0]}
+            for i, day in enumerate(days)
+        ]
+
+    with engine.begin() as conn:
+        insert_many(conn, applied_deliveries, applied("bulk-"))
+        conn.execute(insert(applied_deliveries), applied("one-"))
+        insert_many(conn, pupil_years, years("bulk-year-"), ["convention_id", "subject", "school_year"], replace=True)
+        conn.execute(insert(pupil_years), years("one-year-"))
+    as_text = [cast(c, String) for c in applied_deliveries.c if c.name != "delivery_id"]
+    year_text = [cast(c, String) for c in pupil_years.c if c.name != "subject"]
+    with engine.connect() as conn:
+        rows = [*conn.execute(select(applied_deliveries.c.delivery_id, *as_text))]
+        rows += conn.execute(select(pupil_years.c.subject, *year_text))
+    stored = {key: values for key, *values in rows}
+    assert len(stored) == 2 * (len(moments) + len(days))
+    assert all(stored[f"bulk-{i}"] == stored[f"one-{i}"] for i in range(len(moments)))
+    assert all(stored[f"bulk-year-{i}"] == stored[f"one-year-{i}"] for i in range(len(days)))
 
 
 def test_retention_deletes_expired_rows_counts_them_and_updates_what_derives_from_them(lyon: Feed) -> None:
