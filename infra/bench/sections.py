@@ -8,22 +8,25 @@ import os
 import statistics
 import time
 import uuid
+from collections.abc import Sequence
 
 from ...processors.bench_routing import measure_routing
+from ...processors.conventions import Convention
+from ...producers.simulator import Record as EventRecord
 from ...producers.simulator import Simulator
 from ...producers.snapshot_sample import write_sample_pair
 from ..broker import broker_for, free_port
 from ..kafka import TopicSpec
 from ..metrics import PROCESSOR_STAGES
-from ..settings import settings_env
+from ..settings import Settings, settings_env
 from .ceiling import measure_ceiling
 from .conventions import covered_communes, synthetic_conventions
 from .core import bench_pipeline, measure_pipeline, simulated_events
 from .figures import Goal
 from .latency import Follower, Latencies, batch_times, mean_since, paced_produce, percentiles
 from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
-from .records import end_offsets, produce, read_span
-from .runner import NATIONAL_RENTREE, Bench, Section
+from .records import Record, end_offsets, produce, read_span
+from .runner import NATIONAL_RENTREE, Bench, Section, Sizes
 from .views import (
     apply_rate,
     deliveries_of,
@@ -321,41 +324,24 @@ def latency(bench: Bench) -> None:
     warm_up = simulated_events(bench.geography, communes, WARM_UP_EVENTS, seed=2)
     simulator = Simulator(bench.geography, communes, seed=3, pupils_per_commune=None, scale=0.3)
     records = simulator.records()
-    for _ in range(bench.options.runs):
-        # Fresh topics for each run: the embedded broker slows down as a partition grows (one
-        # producer and one consumer alone at 2,000 records/s: p50 per hop 9 ms in the first 10 s,
-        # 123 ms after 70 s; a fresh topic is back to 9 ms), so runs on the same topics would
-        # measure the broker's growth, not the feed.
-        settings = bench.settings("latency", metrics_port=free_port())
-        worker_metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
-        audits = measure_pipeline(bench_pipeline(settings, bench.geography, conventions), warm_up).audits
-        # simulated beforehand: the simulator's CPU (a fifth of a core at 2,000 events/s) would be taken
-        # from the feed under measurement; each event is stamped and encoded as it is sent
-        paced = list(itertools.islice(records, int(rate * sizes.latency_seconds) + 1))
-        rig = ProcessorRig(settings, conventions)
-        followers: list[Follower] = []
-        try:
-            wait_for_one_generation([rig.start_worker()])
-            rig.run(warm_up, audits)
-            since = dt.datetime.now(dt.UTC)
-            for authority in followed:
-                topic = settings.delivery_topic(authority)
-                followers.append(Follower(settings, [topic], settings.data_dir / f"{authority}.sqlite", since).start())
-            for follower in followers:
-                follower.wait_ready()
-            before = batch_times(worker_metrics)
-            sent = paced_produce(settings, iter(paced), rate, sizes.latency_seconds)
-            measured = settle(followers)
-            batches = mean_since(before, batch_times(worker_metrics))
-        finally:
-            for follower in followers:
-                follower.stop()
-            rig.stop()
+    for run in range(bench.options.runs):
+        # A broker of its own for each run (fresh topics, as on a cluster): the embedded broker slows
+        # down as a partition grows (one producer and one consumer alone at 2,000 records/s: p50 per
+        # hop 9 ms in the first 10 s, 123 ms after 70 s; a fresh topic is back to 9 ms) and as it
+        # holds more (after the other sections' hundreds of topics the same run took p99 0.7 - 1.3 s),
+        # so a shared one would measure the broker's past, not the feed.
+        with broker_for(bench.base.kafka_bootstrap, bench.options.work_dir / f"latency-broker-{run}") as bootstrap:
+            settings = bench.settings("latency", metrics_port=free_port(), kafka_bootstrap=bootstrap)
+            audits = measure_pipeline(bench_pipeline(settings, bench.geography, conventions), warm_up).audits
+            # simulated beforehand: the simulator's CPU (a fifth of a core at 2,000 events/s) would be
+            # taken from the feed under measurement; each event is stamped and encoded as it is sent
+            paced = list(itertools.islice(records, int(rate * sizes.latency_seconds) + 1))
+            measured, sent, batches = _paced_run(settings, conventions, followed, warm_up, audits, paced, rate, sizes)
         low, high = percentiles(measured.total)
         p50.values.append(low)
         p99.values.append(high)
         p99.note = f"{sent / sizes.latency_seconds:,.0f} events/s sent, {len(measured.total):,} deliveries measured"
-        p99.note += " per run; fresh topics and worker each run"
+        p99.note += " per run; a fresh broker and worker each run"
         for figure, part in ((way_in, measured.way_in), (way_out, measured.way_out)):
             part_p50, part_p99 = percentiles(part)
             figure.values.append(part_p99)
@@ -366,6 +352,40 @@ def latency(bench: Bench) -> None:
             )
         stages = ", ".join(f"{stage} {batches[stage] * 1000:,.1f}" for stage in PROCESSOR_STAGES if stage in batches)
         way_out.note += f"; the worker's batch stages, mean ms: {stages}"
+
+
+def _paced_run(
+    settings: Settings,
+    conventions: Sequence[Convention],
+    followed: Sequence[str],
+    warm_up: Sequence[Record],
+    audits: int,
+    paced: list[EventRecord],
+    rate: float,
+    sizes: Sizes,
+) -> tuple[Latencies, int, dict[str, float]]:
+    """One latency run: a worker, the followed views, ``paced`` events sent at ``rate``; the
+    latencies, the events sent and the worker's mean batch figures (``mean_since``)."""
+    worker_metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
+    rig = ProcessorRig(settings, conventions)
+    followers: list[Follower] = []
+    try:
+        wait_for_one_generation([rig.start_worker()])
+        rig.run(warm_up, audits)
+        since = dt.datetime.now(dt.UTC)
+        for authority in followed:
+            topic = settings.delivery_topic(authority)
+            followers.append(Follower(settings, [topic], settings.data_dir / f"{authority}.sqlite", since).start())
+        for follower in followers:
+            follower.wait_ready()
+        before = batch_times(worker_metrics)
+        sent = paced_produce(settings, iter(paced), rate, sizes.latency_seconds)
+        measured = settle(followers)
+        return measured, sent, mean_since(before, batch_times(worker_metrics))
+    finally:
+        for follower in followers:
+            follower.stop()
+        rig.stop()
 
 
 def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0) -> Latencies:
