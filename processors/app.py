@@ -178,13 +178,11 @@ class RawBatches(_Batches):
         await self.conventions.catch_up()
         marks.append(time.perf_counter())
         records = [record for partition in batch.values() for record in partition]
-        outputs: list[Output] = []
         outbox = Outbox(self.producer, self.partitions)
         for start in range(0, len(records), YIELD_EVERY):
             for record in records[start : start + YIELD_EVERY]:
                 origin = f"{record.topic}/{record.partition}/{record.offset}"
                 for o in self.pipeline.process(record.value, record.key, origin):
-                    outputs.append(o)
                     await outbox.add(o, record.timestamp)
             await asyncio.sleep(0)  # let the loop turn: heartbeats, the headcounts, the sends
         marks.append(time.perf_counter())
@@ -193,7 +191,7 @@ class RawBatches(_Batches):
         await commit_owned(self.consumer, {tp: partition[-1].offset + 1 for tp, partition in batch.items()})
         marks.append(time.perf_counter())
         if self.metrics is not None:
-            _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outputs)
+            _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outbox)
             stamps = [p[0].timestamp for p in batch.values() if p[0].timestamp is not None and p[0].timestamp >= 0]
             oldest = fetched - min(stamps) / 1000 if stamps else None
             spans = [end - start for start, end in itertools.pairwise(marks)]
@@ -234,7 +232,6 @@ class Headcounts(_Batches):
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         """One batch: apply each movement, send the changed cells, wait for the acknowledgements, commit."""
-        outputs: list[Output] = []
         outbox = Outbox(self.producer, self.partitions)
         for tp, records in batch.items():
             if tp not in self.states:  # a partition just taken: its state up to where it resumes
@@ -244,14 +241,12 @@ class Headcounts(_Batches):
                 for record in records[start : start + YIELD_EVERY]:
                     move = Movement.from_bytes(record.value)
                     for cell in apply_movement(members, cells, move):
-                        o = _cell_output(self.settings, move, cell, self._stamp())
-                        outputs.append(o)
-                        await outbox.add(o)
+                        await outbox.add(_cell_output(self.settings, move, cell, self._stamp()))
                 await asyncio.sleep(0)
         await outbox.acknowledged()
         await commit_owned(self.consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
         if self.metrics is not None:
-            _observe(self.metrics, self.settings, self.topic, sum(map(len, batch.values())), outputs)
+            _observe(self.metrics, self.settings, self.topic, sum(map(len, batch.values())), outbox)
 
     def _stamp(self) -> dt.datetime:
         """The delivery time of the next cell, a millisecond after the last one at least.
@@ -349,9 +344,16 @@ class Outbox:
         self.open: dict[tuple[str, int], Any] = {}
         self.keyed: dict[tuple[str, bytes], int] = {}
         self.sent: list[Awaitable[Any]] = []
+        # for the metrics, rather than keeping every output of a batch: outputs by topic, and the
+        # few with headers (dead letters, whose reason is in them)
+        self.written: Counter[str] = Counter()
+        self.headed: list[Output] = []
 
     async def add(self, o: Output, timestamp_ms: int | None = None) -> None:
         """Add an output to its partition's batch (a full batch goes at once)."""
+        self.written[o.topic] += 1
+        if o.headers:
+            self.headed.append(o)
         partitions = self.partitions.get(o.topic)
         if partitions is None:
             partitions = self.partitions[o.topic] = sorted(await self.producer.partitions_for(o.topic))
@@ -419,19 +421,17 @@ def _data_dir(settings: Settings) -> Path:
     return path
 
 
-def _observe(metrics: Metrics, settings: Settings, source: str, consumed: int, outputs: list[Output]) -> None:
+def _observe(metrics: Metrics, settings: Settings, source: str, consumed: int, outbox: Outbox) -> None:
     """Count a batch: records read, deliveries by convention, dead letters by reason."""
     metrics.event_consumed(source, consumed)
     prefix = settings.delivery_topic("")
-    conventions: Counter[str] = Counter()
-    for output in outputs:
+    for output in outbox.headed:
         if output.topic == settings.deadletter_topic:
             reason = dict(output.headers).get(REASON_HEADER, b"unknown").decode(errors="replace")
             metrics.dead_lettered("processor", reason)
-        elif output.topic.startswith(prefix):
-            conventions[output.topic.removeprefix(prefix)] += 1
-    for convention, n in conventions.items():
-        metrics.delivered(convention, n)
+    for topic, n in outbox.written.items():
+        if topic.startswith(prefix):
+            metrics.delivered(topic.removeprefix(prefix), n)
 
 
 def _cell_output(settings: Settings, move: Movement, cell: Any, now: dt.datetime) -> Output:
