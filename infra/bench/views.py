@@ -98,16 +98,12 @@ def _apply_at_once(settings: Settings, topic: str, work_dir: Path, expected: int
     """One of ``parallel_rate``'s views: (applied, start, end) on ``results``, or why it failed."""
     try:
         engine = sqlite_engine(work_dir)
-        maintainer = ViewMaintainer(
-            settings, topic, AuthorityView(None), engine, group_id=f"bench-{uuid.uuid4().hex[:8]}"
-        )
+        maintainer = _maintainer(settings, topic, engine)
         ready.wait(120)
         started = time.time()
-        applied = maintainer.catch_up(timeout=600)
+        applied = _caught_up(maintainer, expected)
         ended = time.time()
         engine.dispose()
-        if applied + maintainer.duplicates != expected:
-            raise AssertionError(f"applied {applied} (+{maintainer.duplicates} duplicates) of {expected} deliveries")
         results.put((applied, started, ended))
     except Exception as error:  # reported by the parent
         results.put(f"a view process failed: {error!r}")
@@ -116,10 +112,21 @@ def _apply_at_once(settings: Settings, topic: str, work_dir: Path, expected: int
 def apply_rate(settings: Settings, topic: str, engine: Engine, expected: int) -> tuple[float, float]:
     """Deliveries applied per second by a view maintainer reading ``topic`` from its start, and the
     CPU time (user + system) this process used per delivery meanwhile."""
-    maintainer = ViewMaintainer(settings, topic, AuthorityView(None), engine, group_id=f"bench-{uuid.uuid4().hex[:8]}")
+    maintainer = _maintainer(settings, topic, engine)
     started, used = time.perf_counter(), time.process_time()
-    applied = maintainer.catch_up(timeout=600)
+    applied = _caught_up(maintainer, expected)
     elapsed, used = time.perf_counter() - started, time.process_time() - used
+    return applied / elapsed, used / max(applied, 1)
+
+
+def _maintainer(settings: Settings, topic: str, engine: Engine) -> ViewMaintainer:
+    """A view maintainer taking every delivery of ``topic``, under a consumer group of its own."""
+    return ViewMaintainer(settings, topic, AuthorityView(None), engine, group_id=f"bench-{uuid.uuid4().hex[:8]}")
+
+
+def _caught_up(maintainer: ViewMaintainer, expected: int) -> int:
+    """Apply everything the topic holds; how many deliveries were applied (all ``expected`` must be)."""
+    applied = maintainer.catch_up(timeout=600)
     if applied + maintainer.duplicates != expected:
         raise AssertionError(f"applied {applied} (+{maintainer.duplicates} duplicates) of {expected} deliveries")
-    return applied / elapsed, used / max(applied, 1)
+    return applied
