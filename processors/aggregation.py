@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
@@ -151,6 +152,20 @@ def apply_movement(members: State, cells: State, move: Movement) -> list[CellVal
         if replay or after != before[lv]:
             changed.append(CellValue(lv, after))
     return changed
+
+
+CellKey = tuple[str, str, str]
+"""A cell: convention, school, level."""
+
+
+def apply_batch(
+    members: State, cells: State, moves: Iterable[Movement], changed: dict[CellKey, tuple[Movement, CellValue]]
+) -> None:
+    """Apply movements; ``changed`` keeps, for each cell whose published value changed, its last
+    value and the movement that gave it (a batch sends each changed cell once, as it ends)."""
+    for move in moves:
+        for cell in apply_movement(members, cells, move):
+            changed[move.convention_id, move.school, cell.level] = (move, cell)
 
 
 def place(entries: list[list[Any]]) -> str | None:

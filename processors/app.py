@@ -22,12 +22,12 @@ event against 180, 8,000 events/s against 5,650 (``scolaflux bench --only proces
 **Headcounts: the same owned pattern, state in plain dicts.** ``Headcounts`` is a second service
 with its own aiokafka consumer in ``Settings.headcounts_group_id`` and its own producer: it reads
 the movements the pipeline writes to the aggregation topic, folds them into per-partition dicts
-(``apply_movement``), sends the cells whose published value changed, waits for the acknowledgements
-and commits the batch's next offsets. The movements are the log of that state: on taking a
-partition it rebuilds the partition's state by reading it from its beginning up to the first
-offset it is given (the committed one), without sending anything (the fold is idempotent and does
-not depend on the order; the cells of those movements were delivered before their commit), and
-drops it when the partition goes. Why not a faust agent with Tables: in faust 0.15.3 a worker
+(``apply_movement``), sends the last value of each cell whose published value changed in the
+batch, waits for the acknowledgements and commits the batch's next offsets. The movements are the
+log of that state: on taking a partition it rebuilds the partition's state by reading it from
+its beginning up to the first offset it is given (the committed one), without sending anything (the
+fold is idempotent and does not depend on the order; the cells of those movements were delivered
+before their commit), and drops it when the partition goes. Why not a faust agent with Tables: in faust 0.15.3 a worker
 restarted after kill -9 joins twice while its Tables recover, acks records fetched for the first
 assignment, and after recovery drops the re-fetched records as already read, so its commit offset
 never moves again (issue 8). The faust app is only the worker's shell (``producer_only``: no faust
@@ -59,7 +59,7 @@ from ..infra.kafka_auth import aiokafka_security, faust_credentials
 from ..infra.metrics import PROCESSOR_STAGES, Metrics
 from ..infra.settings import Settings
 from ..schemas.codec import delivery_codec
-from .aggregation import Movement, apply_movement, cell_delivery
+from .aggregation import CellKey, CellValue, Movement, apply_batch, apply_movement, cell_delivery
 from .live import LiveConventions
 from .pipeline import Output, Pipeline
 
@@ -261,19 +261,25 @@ class Headcounts(_Batches):
         self.consumer.subscribe([self.topic], listener=_HeadcountsRebalance(self))
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> Settle:
-        """One batch: apply each movement, send the changed cells; then (settling) wait for the
-        acknowledgements, commit."""
+        """One batch: apply each movement, send each changed cell's last value; then (settling) wait
+        for the acknowledgements, commit.
+
+        A cell changed by several movements of a batch is sent once, with its value after the batch
+        (under the delivery id of the last movement that changed it): a view keeps a cell's newest
+        value only, and at the rentrée a school's level changes with every enrolment of a batch.
+        """
         outbox = Outbox(self.producer, self.partitions)
+        changed: dict[CellKey, tuple[Movement, CellValue]] = {}
         for tp, records in batch.items():
             if tp not in self.states:  # a partition just taken: its state up to where it resumes
                 self.states[tp] = await self._rebuild(tp, records[0].offset)
             members, cells = self.states[tp]
             for start in range(0, len(records), YIELD_EVERY):
-                for record in records[start : start + YIELD_EVERY]:
-                    move = Movement.from_bytes(record.value)
-                    for cell in apply_movement(members, cells, move):
-                        await outbox.add(_cell_output(self.settings, move, cell, self._stamp()))
+                moves = (Movement.from_bytes(r.value) for r in records[start : start + YIELD_EVERY])
+                apply_batch(members, cells, moves, changed)
                 await asyncio.sleep(0)
+        for move, cell in changed.values():
+            await outbox.add(_cell_output(self.settings, move, cell, self._stamp()))
         await outbox.flush()
 
         async def settle() -> None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 
 from hypothesis import given
 from hypothesis import strategies as st
 from scolaflux.infra.settings import Settings
-from scolaflux.processors.aggregation import CellValue, Movement, apply_movement, cell_delivery
+from scolaflux.processors.aggregation import CellValue, Movement, apply_batch, apply_movement, cell_delivery
 from scolaflux.processors.conventions import Convention
 from scolaflux.processors.history import ConventionHistory
 from scolaflux.processors.routing import ConventionIndex
@@ -114,6 +115,28 @@ def test_headcounts_do_not_depend_on_the_order_or_repetition_of_movements(moves,
     for m in shuffled:
         apply_movement(members, cells, m)
     assert counts(cells) == counts(reference)
+
+
+@given(moves=MOVES, split=st.integers(0, 30), threshold=st.integers(1, 3))
+def test_a_batch_sends_each_changed_cell_once_with_its_value_after_the_batch(moves, split, threshold) -> None:
+    moves = [dataclasses.replace(m, threshold=threshold) for m in moves]
+    earlier, batch = moves[:split], moves[split:]  # the earlier batch is already sent
+    members, cells = {}, {}
+    apply_batch(members, cells, earlier, {})
+    changed: dict = {}
+    apply_batch(members, cells, batch, changed)
+
+    replica_members, replica = {}, {}
+    apply_batch(replica_members, replica, earlier, {})
+    one_by_one: dict = {}  # what sending each change as it came would have sent
+    for m in batch:
+        for cell in apply_movement(replica_members, replica, m):
+            one_by_one.setdefault((m.convention_id, m.school, cell.level), []).append((m, cell))
+    assert changed.keys() == one_by_one.keys()
+    for (convention, school, level), last in changed.items():
+        assert last == one_by_one[convention, school, level][-1]
+        count = len(cells.get(f"{convention}|{school}|{level}") or ())
+        assert last[1] == CellValue(level, count if count >= threshold else None)  # the cell after the batch
 
 
 def test_the_pipeline_counts_lycee_enrolments_under_an_aggregated_convention_without_the_ine() -> None:
