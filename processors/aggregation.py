@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
 
 from ..schemas.models import Correction, Enrolment, Erasure, Event, Transfer
-from .delivery import DELIVERY_NAMESPACE, EPOCH, epoch_millis
+from .delivery import delivery_id, epoch_millis
 from .routing import Route
 
 Action = Literal["enter", "leave", "relevel", "erase_event"]
@@ -207,11 +206,11 @@ def cell_delivery(move: Movement, cell: CellValue, now: dt.datetime) -> dict[str
     """The delivery record of a cell's new value under an aggregated convention."""
     suppressed = cell.count is None
     return {
-        "delivery_id": str(uuid.uuid5(DELIVERY_NAMESPACE, f"{move.event_id}/{move.convention_id}/{cell.level}")),
+        "delivery_id": delivery_id(move.event_id, f"{move.convention_id}/{cell.level}"),
         "event_ref": move.event_ref,
         "event_type": move.event_type,
-        "event_time": _datetime(move.event_time),
-        "recorded_at": _datetime(move.recorded_at),
+        "event_time": move.event_time,  # Avro's millis, as kept in the movement
+        "recorded_at": move.recorded_at,
         "delivered_at": now,
         "convention_id": move.convention_id,
         "convention_version": move.version,
@@ -222,7 +221,3 @@ def cell_delivery(move: Movement, cell: CellValue, now: dt.datetime) -> dict[str
         "fields": ["aggregate"],
         "aggregate": {"school": move.school, "level": cell.level, "count": cell.count, "suppressed": suppressed},
     }
-
-
-def _datetime(ms: int) -> dt.datetime:
-    return EPOCH + dt.timedelta(milliseconds=ms)
