@@ -127,7 +127,7 @@ class Metrics:
             "scolaflux_processor_batch_stage_seconds",
             "Time a processor batch of raw events spends in each stage: conventions (catching up with the "
             "conventions topic), pipeline (routing and handing the outputs to the producer), acknowledgements "
-            "(until the broker has them all), commit.",
+            "(until the broker has them all) and commit (both while the next batch is processed).",
             ["stage"],
             buckets=LATENCY_BUCKETS,
             registry=r,

@@ -27,10 +27,10 @@ batch, waits for the acknowledgements and commits the batch's next offsets. The 
 log of that state: on taking a partition it rebuilds the partition's state by reading it from
 its beginning up to the first offset it is given (the committed one), without sending anything (the
 fold is idempotent and does not depend on the order; the cells of those movements were delivered
-before their commit), and drops it when the partition goes. Why not a faust agent with Tables: in faust 0.15.3 a worker
-restarted after kill -9 joins twice while its Tables recover, acks records fetched for the first
-assignment, and after recovery drops the re-fetched records as already read, so its commit offset
-never moves again (issue 8). The faust app is only the worker's shell (``producer_only``: no faust
+before their commit), and drops it when the partition goes. Why not a faust agent with Tables:
+in faust 0.15.3 a worker restarted after kill -9 joins twice while its Tables recover, acks records
+fetched for the first assignment, and after recovery drops the re-fetched records as already read,
+so its commit offset never moves again (issue 8). The faust app is only the worker's shell (``producer_only``: no faust
 consumer, group or changelog topics).
 """
 
