@@ -146,9 +146,12 @@ class _Batches(Service):
             await self.producer.stop()
 
     async def settled(self) -> None:
-        """Wait until the batch settling, if any, is acknowledged and committed (raise what it raised)."""
+        """Wait until the batch settling, if any, is acknowledged and committed (raise what it raised).
+
+        Shielded: a waiter cancelled (the service's task, at the stop) does not cancel the settling,
+        which the stop then waits for."""
         if self._settling is not None:
-            await self._settling
+            await asyncio.shield(self._settling)
             self._settling = None
 
     @Service.task
