@@ -107,7 +107,8 @@ def test_signing_amending_suspending_and_ending_take_effect_while_events_flow(
 
 def _check_headcounts(settings: Settings) -> None:
     """The région's aggregated convention, signed last, counts lycée enrolments: a cell is published
-    from the threshold (5) on, without a pupil in it."""
+    from the threshold (5) on, without a pupil in it (once per batch of movements: 5 then 6, or 6
+    alone when the six enrolments came in one batch)."""
     lycee = next(s.uai for s in load_geography(["42"]).schools_in_commune(SAINT_ETIENNE) if s.kind == "lycee")
     headcounts = "region-84-lyon-lycees-effectifs"
     publish(settings, [(headcounts, load_convention(EXAMPLE_CONVENTIONS / f"{headcounts}.yaml"))])
@@ -132,9 +133,15 @@ def _check_headcounts(settings: Settings) -> None:
         assert not any(e.pupil.ine.encode() in r.value for e in pupils for r in records)
         return [delivery_codec().decode(r.value) for r in records]
 
-    found = wait_for(lambda: len(cells()) >= 2 and cells(), timeout=60, what="the headcount cells")
+    def all_six() -> list[dict[str, Any]]:
+        found = cells()
+        return found if found and found[-1]["aggregate"]["count"] == 6 else []
+
+    found = wait_for(all_six, timeout=60, what="the headcount cell of the six enrolments")
+    counts = [d["aggregate"]["count"] for d in found]
+    assert counts in ([5, 6], [6]), counts  # never under the threshold, never a count twice
     assert [d["aggregate"] for d in found] == [
-        {"school": lycee, "level": "2nde", "count": n, "suppressed": False} for n in (5, 6)
+        {"school": lycee, "level": "2nde", "count": n, "suppressed": False} for n in counts
     ]
     assert {(d["subject"], d["identity_treatment"], d["convention_version"]) for d in found} == {
         (None, "aggregated", 1)
