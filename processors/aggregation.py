@@ -4,7 +4,8 @@ The per-event pipeline turns each event an aggregated convention covers into a `
 pupil, pseudonymised under the convention's key, enters, leaves or changes level at a school) on an
 internal topic keyed by convention and school. The aggregation stage keeps, per convention and
 school, which pupils are at which level, and publishes a cell's new value (its count, or
-"suppressed" under the threshold) only when that value changes.
+"suppressed" under the threshold) only when that value changes: once per batch of movements, as
+the batch leaves it (``apply_batch``).
 
 The state does not depend on the order movements arrive in: a pupil's place at a school is a fold
 of their movements there in event order (an erased record left out), so replays and backfills
