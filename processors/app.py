@@ -219,7 +219,7 @@ class RawBatches(_Batches):
         async def settle() -> None:
             await outbox.acknowledged()
             marks.append(time.perf_counter())
-            await commit_owned(self.consumer, {tp: partition[-1].offset + 1 for tp, partition in batch.items()})
+            await commit_owned(self.consumer, batch)
             marks.append(time.perf_counter())
             if self.metrics is not None:
                 _observe(self.metrics, self.settings, self.settings.raw_topic, len(records), outbox)
@@ -287,7 +287,7 @@ class Headcounts(_Batches):
 
         async def settle() -> None:
             await outbox.acknowledged()
-            await commit_owned(self.consumer, {tp: records[-1].offset + 1 for tp, records in batch.items()})
+            await commit_owned(self.consumer, batch)
             if self.metrics is not None:
                 _observe(self.metrics, self.settings, self.topic, sum(map(len, batch.values())), outbox)
 
@@ -440,10 +440,10 @@ class Outbox:
 _PARTITIONER = DefaultPartitioner()
 
 
-async def commit_owned(consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-    """Commit what was delivered, for the partitions this worker still owns."""
+async def commit_owned(consumer: AIOKafkaConsumer, batch: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+    """Commit a delivered batch (each partition's next offset), for the partitions this worker still owns."""
     owned = consumer.assignment()
-    mine = {tp: offset for tp, offset in offsets.items() if tp in owned}
+    mine = {tp: records[-1].offset + 1 for tp, records in batch.items() if tp in owned}
     if not mine:
         return
     try:
