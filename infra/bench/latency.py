@@ -22,16 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
 from ...consumers.runner import ViewMaintainer
 from ...consumers.store import BatchOutcome, Record, make_engine, view_url
 from ...consumers.views import AuthorityView
+from ...producers.kafka import producer_config
 from ...producers.simulator import Record as EventRecord
 from ...producers.simulator import avro_datum
 from ...schemas.codec import event_codec
 from ..settings import Settings
-from .records import bulk_producer
 
 
 @dataclass
@@ -165,10 +166,19 @@ class _Timed(ViewMaintainer):
                 self.latencies.total.append((now - item.recorded_at).total_seconds())
 
 
-def paced_produce(settings: Settings, records: Iterator[EventRecord], rate: float, seconds: float) -> int:
+def event_producer(settings: Settings) -> Producer:
+    """A producer with the feed's event producer settings (``producers.kafka.producer_config``).
+
+    Make it before the measure: an idempotent producer first asks the broker for its id, and the
+    events of its first half second waited for it (p99 of the way in 0.4 - 0.5 s instead of 0.2).
+    """
+    return Producer(producer_config(settings))
+
+
+def paced_produce(
+    producer: Producer, topic: str, records: Iterator[EventRecord], rate: float, seconds: float
+) -> int:
     """Produce events at ``rate`` per second for ``seconds``, each recorded at its production time."""
-    assert settings.kafka_bootstrap is not None
-    producer = bulk_producer(settings.kafka_bootstrap)
     codec = event_codec()
     started = time.perf_counter()
     sent = 0
@@ -178,7 +188,7 @@ def paced_produce(settings: Settings, records: Iterator[EventRecord], rate: floa
             record = next(records)
             now = dt.datetime.now(dt.UTC)
             record = {**record, "recorded_at": max(now, record["event_time"])}
-            producer.produce(settings.raw_topic, codec.encode(avro_datum(record)), record["pupil"]["ine"].encode())
+            producer.produce(topic, codec.encode(avro_datum(record)), record["pupil"]["ine"].encode())
             sent += 1
         producer.poll(0)
         time.sleep(0.001)

@@ -23,7 +23,7 @@ from .ceiling import measure_ceiling
 from .conventions import covered_communes, synthetic_conventions
 from .core import bench_pipeline, measure_pipeline, simulated_events
 from .figures import Goal
-from .latency import Follower, Latencies, batch_times, mean_since, paced_produce, percentiles
+from .latency import Follower, Latencies, batch_times, event_producer, mean_since, paced_produce, percentiles
 from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
 from .records import Record, end_offsets, produce, read_span
 from .runner import NATIONAL_RENTREE, Bench, Section, Sizes
@@ -368,6 +368,7 @@ def _paced_run(
     latencies, the events sent and the worker's mean batch figures (``mean_since``)."""
     worker_metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
     rig = ProcessorRig(settings, conventions)
+    producer = event_producer(settings)
     followers: list[Follower] = []
     try:
         wait_for_one_generation([rig.start_worker()])
@@ -379,7 +380,7 @@ def _paced_run(
         for follower in followers:
             follower.wait_ready()
         before = batch_times(worker_metrics)
-        sent = paced_produce(settings, iter(paced), rate, sizes.latency_seconds)
+        sent = paced_produce(producer, settings.raw_topic, iter(paced), rate, sizes.latency_seconds)
         measured = settle(followers)
         return measured, sent, mean_since(before, batch_times(worker_metrics))
     finally:
