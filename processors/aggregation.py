@@ -128,7 +128,7 @@ def apply_movement(members: State, cells: State, move: Movement) -> list[CellVal
     ``members`` maps convention|school|pupil to the pupil's movements there (deduplicated by event);
     their place is a fold of those movements in event order, an erased record left out, so the
     result does not depend on the order they arrive in. ``cells`` maps convention|school|level to
-    the sorted pupils in it. Cells are written before the membership, so
+    the set of pupils in it. Cells are written before the membership, so
     a crash between the writes is repaired by replaying the movement; a replay republishes the
     touched cells, in case their delivery was lost.
     """
@@ -189,14 +189,16 @@ def _cell_key(move: Movement, level: str) -> str:
 
 
 def _update_cell(cells: State, key: str, pupil: str, present: bool) -> None:
-    pupils = set(cells.get(key) or ())
+    """Add or remove a pupil, in place (a copy sorted per movement cost O(pupils in the cell): 73
+    µs a movement into cells of 1,000 against 6.5 into cells of 50); written back all the same."""
+    pupils: set[str] = cells.get(key) or set()
     if (pupil in pupils) == present:
         return
     if present:
         pupils.add(pupil)
     else:
         pupils.discard(pupil)
-    cells[key] = sorted(pupils)
+    cells[key] = pupils
 
 
 def _published(count: int, threshold: int) -> int | None:
