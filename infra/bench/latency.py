@@ -15,24 +15,28 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import statistics
+import struct
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from confluent_kafka import Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from ...consumers.runner import ViewMaintainer
+from ...consumers.runner import ViewMaintainer, partitions_of
 from ...consumers.store import BatchOutcome, Record, make_engine, view_url
 from ...consumers.views import AuthorityView
 from ...producers.kafka import producer_config
 from ...producers.simulator import Record as EventRecord
 from ...producers.simulator import avro_datum
 from ...schemas.codec import event_codec
+from ..kafka import TopicSpec, ensure_topics
 from ..settings import Settings
+from .records import reader
 
 
 @dataclass
@@ -175,26 +179,84 @@ def event_producer(settings: Settings) -> Producer:
     return Producer(producer_config(settings))
 
 
-def paced_produce(
-    producer: Producer, topic: str, records: Iterator[EventRecord], rate: float, seconds: float
-) -> int:
+def paced_produce(producer: Producer, topic: str, records: Iterator[EventRecord], rate: float, seconds: float) -> int:
     """Produce events at ``rate`` per second for ``seconds``, each recorded at its production time."""
     codec = event_codec()
+
+    def event() -> tuple[bytes, bytes]:
+        record = next(records)
+        record = {**record, "recorded_at": max(dt.datetime.now(dt.UTC), record["event_time"])}
+        return record["pupil"]["ine"].encode(), codec.encode(avro_datum(record))
+
+    return _paced(producer, topic, event, rate, seconds)
+
+
+def _paced(
+    producer: Producer, topic: str, make: Callable[[], tuple[bytes | None, bytes]], rate: float, seconds: float
+) -> int:
+    """Produce ``make()``'s key and value, made at the moment of sending, at ``rate`` per second for
+    ``seconds``; how many were sent once all are acknowledged."""
     started = time.perf_counter()
     sent = 0
     while (elapsed := time.perf_counter() - started) < seconds:
         due = int(elapsed * rate) + 1
         while sent < due:
-            record = next(records)
-            now = dt.datetime.now(dt.UTC)
-            record = {**record, "recorded_at": max(now, record["event_time"])}
-            producer.produce(topic, codec.encode(avro_datum(record)), record["pupil"]["ine"].encode())
+            key, value = make()
+            producer.produce(topic, value, key)
             sent += 1
         producer.poll(0)
         time.sleep(0.001)
     if producer.flush(60):
-        raise RuntimeError("events not acknowledged within 60 s")
+        raise RuntimeError(f"records to {topic} not acknowledged within 60 s")
     return sent
+
+
+HOP_VALUE_SIZE = 300
+
+
+def broker_hop(settings: Settings, rate: float, seconds: float, timeout: float = 60.0) -> list[float]:
+    """The broker's own latency, the reference for the feed's: records of 300 bytes produced at
+    ``rate`` for ``seconds`` with the feed's event producer settings to a fresh topic of the raw
+    topic's partitions, read by a consumer outside any group whose fetches wait at most 10 ms (as the
+    worker's); each record's seconds from its production to its reading."""
+    assert settings.kafka_bootstrap is not None
+    topic = f"{settings.topic_prefix}.hop"
+    ensure_topics(settings, [TopicSpec(topic, settings.partitions)])
+    producer = event_producer(settings)
+    consumer = reader(settings.kafka_bootstrap)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions_of(consumer, topic)])
+    latencies: list[float] = []
+    stop = threading.Event()
+    reading = threading.Thread(target=_read_hops, args=(consumer, latencies, stop), name="bench-hop", daemon=True)
+    reading.start()
+    try:
+        producer.produce(topic, b"")  # not timed: the idempotent producer gets its id first
+        if producer.flush(30):
+            raise RuntimeError(f"the first record to {topic} not acknowledged within 30 s")
+        padding = bytes(HOP_VALUE_SIZE - 8)
+        sent = _paced(producer, topic, lambda: (None, struct.pack("d", time.time()) + padding), rate, seconds)
+        deadline = time.monotonic() + timeout
+        while len(latencies) < sent and reading.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        reading.join(timeout)
+        consumer.close()
+    if len(latencies) < sent:
+        raise TimeoutError(f"{len(latencies)} of {sent} records read within {timeout:.0f}s")
+    return latencies
+
+
+def _read_hops(consumer: Consumer, into: list[float], stop: threading.Event) -> None:
+    while not stop.is_set():
+        first = consumer.poll(0.1)  # as the views read: the first record, then what is already there
+        if first is None:
+            continue
+        for message in [first, *consumer.consume(num_messages=10_000, timeout=0)]:
+            if message.error() is not None:
+                raise KafkaException(message.error())
+            if message.value():
+                into.append(time.time() - struct.unpack_from("d", message.value())[0])
 
 
 def batch_times(metrics_url: str) -> dict[str, tuple[float, int]]:

@@ -23,7 +23,16 @@ from .ceiling import measure_ceiling
 from .conventions import covered_communes, synthetic_conventions
 from .core import bench_pipeline, measure_pipeline, simulated_events
 from .figures import Goal
-from .latency import Follower, Latencies, batch_times, event_producer, mean_since, paced_produce, percentiles
+from .latency import (
+    Follower,
+    Latencies,
+    batch_times,
+    broker_hop,
+    event_producer,
+    mean_since,
+    paced_produce,
+    percentiles,
+)
 from .processor import ProcessorRig, compare, delivered, wait_for_one_generation
 from .records import Record, end_offsets, produce, read_span
 from .runner import NATIONAL_RENTREE, Bench, Section, Sizes
@@ -318,6 +327,10 @@ def latency(bench: Bench) -> None:
     p99 = bench.figure("latency.p99", f"end-to-end latency p99, {rate:,.0f} events/s", "seconds", Goal(0.25, False))
     way_in = bench.figure("latency.in.p99", "- p99 of its way in: production to the processor's pipeline", "seconds")
     way_out = bench.figure("latency.out.p99", "- p99 of its way out: the pipeline to the view's commit", "seconds")
+    hop_how = "the feed's event producer settings, a consumer outside any group; a broker of its own each run"
+    hop = bench.figure(
+        "latency.hop.p99", f"reference: one hop on the broker alone, p99, {rate:,.0f} records/s", "seconds"
+    )
     conventions = synthetic_conventions(bench.geography, sizes.conventions)
     followed = [authority for authority in LATENCY_AUTHORITIES if authority in {c.id for c in conventions}]
     communes = [c.code for c in bench.geography.communes_in_departement("69") if c.population > 0]
@@ -326,10 +339,13 @@ def latency(bench: Bench) -> None:
     records = simulator.records()
     for run in range(bench.options.runs):
         # A broker of its own for each run (fresh topics, as on a cluster): the embedded broker slows
-        # down as a partition grows (one producer and one consumer alone at 2,000 records/s: p50 per
-        # hop 9 ms in the first 10 s, 123 ms after 70 s; a fresh topic is back to 9 ms) and as it
+        # down as record batches pile up in a partition (see producers.kafka.LINGER_MS) and as it
         # holds more (after the other sections' hundreds of topics the same run took p99 0.7 - 1.3 s),
-        # so a shared one would measure the broker's past, not the feed.
+        # so a shared one would measure the broker's past, not the feed. The reference hop too.
+        with broker_for(bench.base.kafka_bootstrap, bench.options.work_dir / f"hop-broker-{run}") as bootstrap:
+            hops = broker_hop(bench.settings("hop", kafka_bootstrap=bootstrap), rate, sizes.latency_seconds)
+        hop_p50, hop_p99 = percentiles(hops)
+        hop.values.append(hop_p99)
         with broker_for(bench.base.kafka_bootstrap, bench.options.work_dir / f"latency-broker-{run}") as bootstrap:
             settings = bench.settings("latency", metrics_port=free_port(), kafka_bootstrap=bootstrap)
             audits = measure_pipeline(bench_pipeline(settings, bench.geography, conventions), warm_up).audits
@@ -346,6 +362,7 @@ def latency(bench: Bench) -> None:
             part_p50, part_p99 = percentiles(part)
             figure.values.append(part_p99)
             figure.note = f"p50 {part_p50 * 1000:,.0f} ms (last run)"
+        hop.note = f"p50 {hop_p50 * 1000:,.0f} ms (last run); {hop_how}"
         if "fetched age" in batches:
             way_in.note += (
                 f"; a worker batch's oldest event, when fetched, was {batches['fetched age'] * 1000:,.0f} ms old (mean)"
