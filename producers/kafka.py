@@ -27,7 +27,6 @@ from ..schemas.models import Event
 from ..schemas.validation import encode_event, validate_event
 from .simulator import Record, avro_datum
 
-
 LINGER_MS = 20
 """How long an event producer gathers records into a batch before it sends them. The embedded
 broker's cost grows with the record batches its partitions hold: one hop (produce, then an aiokafka
