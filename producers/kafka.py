@@ -33,8 +33,8 @@ broker's cost grows with the record batches its partitions hold: one hop (produc
 fetch) at 2,000 records/s into 6 partitions had a p99 of 30 ms throughout 30 s with 20 ms (p50 17),
 39 ms with 10 ms, and with 5 ms (librdkafka's default) 16 ms in the first 5 s rising to 750 ms
 after 35 s, the broker's CPU growing with it. The feed's end-to-end p99 at 2,000 events/s (the
-benchmark's latency section, alternated runs): 241 - 300 ms with 20 ms against 460 - 985 ms with 5. On Apache
-Kafka, 20 ms costs an event at most 20 ms and makes fewer, larger requests."""
+benchmark's latency section, alternated runs): 241 - 300 ms with 20 ms against 460 - 985 ms with
+5. On Apache Kafka, 20 ms costs an event at most 20 ms and makes fewer, larger requests."""
 
 
 class DeliveryFailed(ScolafluxError):
