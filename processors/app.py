@@ -19,19 +19,20 @@ is now 70 % of the worker's busy time. Through faust's producer instead of its o
 One batch per partition instead of one ``send`` and future per output: 133 µs of worker CPU per
 event against 180, 8,000 events/s against 5,650 (``scolaflux bench --only processor --runs 2``).
 
-**Headcounts: the same owned pattern, state in plain dicts.** ``Headcounts`` is a second service
-with its own aiokafka consumer in ``Settings.headcounts_group_id`` and its own producer: it reads
-the movements the pipeline writes to the aggregation topic, folds them into per-partition dicts
-(``apply_movement``), sends the last value of each cell whose published value changed in the
+**Headcounts: the same owned pattern, state in a SQLite file per partition.** ``Headcounts`` is a
+second service with its own aiokafka consumer in ``Settings.headcounts_group_id`` and its own
+producer: it reads the movements the pipeline writes to the aggregation topic, folds them into the
+partition's file under ``data_dir/headcounts`` (``HeadcountState``, one transaction per chunk with
+the offset it reaches), sends the last value of each cell whose published value changed in the
 batch, waits for the acknowledgements and commits the batch's next offsets. The movements are the
-log of that state: on taking a partition it rebuilds the partition's state by reading it from
-its beginning up to the first offset it is given (the committed one), without sending anything (the
-fold is idempotent and does not depend on the order; the cells of those movements were delivered
-before their commit), and drops it when the partition goes. Why not a faust agent with Tables:
-in faust 0.15.3 a worker restarted after kill -9 joins twice while its Tables recover, acks records
-fetched for the first assignment, and after recovery drops the re-fetched records as already read,
-so its commit offset never moves again (issue 8). The faust app is only the worker's shell (``producer_only``: no faust
-consumer, group or changelog topics).
+log of that state: on taking a partition it reads the movements after the last one its file holds
+up to the first offset it is given (the committed one), without sending anything (the fold is
+idempotent and does not depend on the order; the cells of those movements were delivered before
+their commit); a file that is not this log's is emptied and the partition read from its beginning.
+Why not a faust agent with Tables: in faust 0.15.3 a worker restarted after kill -9 joins twice
+while its Tables recover, acks records fetched for the first assignment, and after recovery drops
+the re-fetched records as already read, so its commit offset never moves again (issue 8). The faust
+app is only the worker's shell (``producer_only``: no faust consumer, group or changelog topics).
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ from ..infra.kafka_auth import aiokafka_security, faust_credentials
 from ..infra.metrics import PROCESSOR_STAGES, Metrics
 from ..infra.settings import Settings
 from ..schemas.codec import delivery_codec
-from .aggregation import CellKey, CellValue, Movement, apply_batch, apply_movement, cell_delivery
+from .aggregation import CellKey, CellValue, Movement, cell_delivery
+from .headcount_state import HeadcountState
 from .live import LiveConventions
 from .pipeline import Output, Pipeline
 
@@ -253,7 +255,7 @@ class Headcounts(_Batches):
     def __init__(self, settings: Settings, topic: str, metrics: Metrics | None, **kwargs: Any) -> None:
         super().__init__(settings, metrics, **kwargs)
         self.topic = topic
-        self.states: dict[TopicPartition, tuple[dict[str, Any], dict[str, Any]]] = {}  # members, cells
+        self.states: dict[TopicPartition, HeadcountState] = {}  # of the partitions owned
         self._last_ms = 0  # the last cell's delivery time (see ``_stamp``)
 
     async def on_start(self) -> None:
@@ -262,6 +264,12 @@ class Headcounts(_Batches):
         await self.producer.start()
         await self.consumer.start()
         self.consumer.subscribe([self.topic], listener=_HeadcountsRebalance(self))
+
+    async def on_stop(self) -> None:
+        await super().on_stop()
+        for state in self.states.values():
+            state.close()
+        self.states.clear()
 
     async def handle(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> Settle:
         """One batch: apply each movement, send each changed cell's last value; then (settling) wait
@@ -274,12 +282,11 @@ class Headcounts(_Batches):
         outbox = Outbox(self.producer, self.partitions)
         changed: dict[CellKey, tuple[Movement, CellValue]] = {}
         for tp, records in batch.items():
-            if tp not in self.states:  # a partition just taken: its state up to where it resumes
-                self.states[tp] = await self._rebuild(tp, records[0].offset)
-            members, cells = self.states[tp]
+            state = self.states.get(tp)
+            if state is None:  # a partition just taken: its state up to where it resumes
+                state = self.states[tp] = await self._take(tp, records[0].offset)
             for start in range(0, len(records), YIELD_EVERY):
-                moves = (Movement.from_bytes(r.value) for r in records[start : start + YIELD_EVERY])
-                apply_batch(members, cells, moves, changed)
+                state.fold(records[start : start + YIELD_EVERY], changed)
                 await asyncio.sleep(0)
         for move, cell in changed.values():
             await outbox.add(_cell_output(self.settings, move, cell, self._stamp()))
@@ -308,24 +315,43 @@ class Headcounts(_Batches):
         self._last_ms = max(time.time_ns() // 1_000_000, self._last_ms + 1)
         return dt.datetime.fromtimestamp(self._last_ms / 1000, dt.UTC)
 
-    async def _rebuild(self, tp: TopicPartition, end: int) -> tuple[dict[str, Any], dict[str, Any]]:
-        """A partition's state from its movements before ``end``, read from its beginning; nothing is sent."""
-        members: dict[str, Any] = {}
-        cells: dict[str, Any] = {}
+    async def _take(self, tp: TopicPartition, end: int) -> HeadcountState:
+        """A partition's state on disk, brought up to ``end`` with the movements after the last one it
+        holds; nothing is sent. A file whose last movement is not in the log is emptied first and the
+        partition read from its beginning (see ``headcount_state``)."""
+        state = HeadcountState(self.settings.data_dir / "headcounts" / f"{tp.topic}-{tp.partition}.sqlite")
         reader = _batch_consumer(self.settings, None)  # outside any group
         await reader.start()
         try:
             reader.assign([tp])
-            await reader.seek_to_beginning(tp)
-            while await reader.position(tp) < end:
-                fetched = await reader.getmany(tp, timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS)
-                for record in fetched.get(tp, []):
-                    if record.offset < end:
-                        apply_movement(members, cells, Movement.from_bytes(record.value))
+            resume = state.next_offset
+            if resume:
+                reader.seek(tp, resume - 1)  # its last movement, to check that the file folds this log
+            else:
+                await reader.seek_to_beginning(tp)
+            checked = not resume
+            while not checked or await reader.position(tp) < end:
+                records = (await reader.getmany(tp, timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS)).get(tp, [])
+                if not checked:
+                    shown = reader.highwater(tp)  # the log's end, once a fetch has answered
+                    if not records and (shown is None or shown >= resume):
+                        continue  # the last movement is there, not fetched yet
+                    checked = True
+                    if records and state.follows(records[0]):
+                        records = records[1:]
+                    else:
+                        log.warning("headcount state of %s/%d is not this log's: rebuilt from its beginning", *tp)
+                        state.clear()
+                        await reader.seek_to_beginning(tp)
+                        continue
+                state.fold([r for r in records if r.offset < end], {})
                 await asyncio.sleep(0)
+        except BaseException:
+            state.close()
+            raise
         finally:
             await reader.stop()
-        return members, cells
+        return state
 
 
 class _HeadcountsRebalance(ConsumerRebalanceListener):
@@ -338,7 +364,8 @@ class _HeadcountsRebalance(ConsumerRebalanceListener):
         async with self.service._batch:
             await self.service.settled()
             for tp in revoked:
-                self.service.states.pop(tp, None)
+                if (state := self.service.states.pop(tp, None)) is not None:
+                    state.close()
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         if self.service.metrics is not None:
