@@ -65,8 +65,9 @@ def demo(
     data_dir = settings.data_dir / "demo"
     with ExitStack() as stack:
         bootstrap = stack.enter_context(broker_for(settings.kafka_bootstrap, data_dir))
-        if settings.kafka_bootstrap is None:
-            shutil.rmtree(data_dir / "views", ignore_errors=True)  # the embedded broker starts empty
+        if settings.kafka_bootstrap is None:  # the embedded broker starts empty: so do the views and headcounts
+            for folder in ("views", "headcounts"):
+                shutil.rmtree(data_dir / folder, ignore_errors=True)
         settings = settings.model_copy(
             update={
                 "kafka_bootstrap": bootstrap,

@@ -55,10 +55,11 @@ def test_quick_benchmark_prints_and_writes_its_figures(bootstrap: str, tmp_path:
     settings = Settings(kafka_bootstrap=bootstrap, kafka_idempotence=False, data_dir=tmp_path)
     console = Console(record=True, width=200)
     out = tmp_path / "bench.json"
-    run_benchmark(settings, runs=2, quick=True, sections=("ceiling", "core"), json_path=out, console=console)
+    sections = ("ceiling", "core", "headcounts")
+    run_benchmark(settings, runs=2, quick=True, sections=sections, json_path=out, console=console)
     data = json.loads(out.read_text())
     figures = {f["key"]: f for f in data["figures"]}
-    assert {"ceiling.produce", "ceiling.consume", "ceiling.passthrough", "core.pipeline", "routing.ratio"} <= set(
+    assert {"ceiling.passthrough", "core.pipeline", "routing.ratio", "headcounts.memory", "headcounts.rate"} <= set(
         figures
     )
     for figure in figures.values():

@@ -41,6 +41,7 @@ class Sizes:
     latency_rate: float
     snapshot_rows: int
     memory_events: int = 20_000
+    headcount_movements: int = 300_000
     conventions: int = 300
     many_conventions: int = 10_000
 
@@ -67,6 +68,7 @@ QUICK = Sizes(
     latency_rate=200.0,
     snapshot_rows=2_000,
     memory_events=500,
+    headcount_movements=2_000,
     conventions=30,
     many_conventions=1_000,
 )

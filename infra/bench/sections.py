@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import statistics
 import time
@@ -459,6 +460,38 @@ def snapshot(bench: Bench) -> None:
     figure.note += f"; {statistics.median(seconds):.0f} s each"
 
 
+def headcounts(bench: Bench) -> None:
+    """The headcounts' state: one partition's movements folded into its file, against dicts."""
+    count = bench.sizes.headcount_movements
+    on_disk = bench.figure(
+        "headcounts.memory",
+        f"headcounts: peak memory folding {count:,} enrolments into a partition's file",
+        "bytes",
+        note="peak RSS (VmHWM) of `python -m scolaflux.infra.bench.headcounts` (one convention, 1,000 lycées)",
+    )
+    in_memory = bench.figure(
+        "headcounts.memory.dicts", "headcounts: the same, folded into dicts (the state before the file)", "bytes"
+    )
+    rate = bench.figure("headcounts.rate", "headcounts: movements folded into the file per CPU-second", "rate")
+    folder = bench.settings("headcounts").data_dir
+    for _ in range(bench.options.runs):
+        measured = {}
+        for figure, extra in ((on_disk, []), (in_memory, ["--in-memory"])):
+            log_path = folder / "headcounts.log"
+            log_path.unlink(missing_ok=True)
+            args = ["-m", "scolaflux.infra.bench.headcounts", str(count), str(folder), *extra]
+            code, rss, _ = run_measured(args, {}, log_path, timeout=1800)
+            lines = log_path.read_text(errors="replace").splitlines()
+            if code != 0:
+                raise RuntimeError(f"headcounts exited {code}: {' '.join(lines[-3:])}")
+            figure.values.append(rss)
+            measured[figure.key] = json.loads(lines[-1])
+        disk, dicts = measured[on_disk.key], measured[in_memory.key]
+        rate.values.append(count / disk["cpu_seconds"])
+    on_disk.note += f"; file {disk['file_bytes'] / 1e6:.0f} MB; resumes after {disk['resume_seconds'] * 1000:.1f} ms"
+    rate.note = f"into dicts: {count / dicts['cpu_seconds']:,.0f} per CPU-second, all held in memory"
+
+
 SECTIONS: dict[str, Section] = {
     "ceiling": ceiling,
     "faust": faust_passthrough,
@@ -467,6 +500,7 @@ SECTIONS: dict[str, Section] = {
     "views": views,
     "latency": latency,
     "snapshot": snapshot,
+    "headcounts": headcounts,
     "memory": memory,
 }
 """Every section, in the order they run (``--only`` picks some)."""
