@@ -285,9 +285,10 @@ class Headcounts(_Batches):
             state = self.states.get(tp)
             if state is None:  # a partition just taken: its state up to where it resumes
                 state = self.states[tp] = await self._take(tp, records[0].offset)
-            for start in range(0, len(records), YIELD_EVERY):
-                state.fold(records[start : start + YIELD_EVERY], changed)
-                await asyncio.sleep(0)
+            with state.transaction():  # the partition's part of the batch, a chunk at a time
+                for start in range(0, len(records), YIELD_EVERY):
+                    state.fold(records[start : start + YIELD_EVERY], changed)
+                    await asyncio.sleep(0)
         for move, cell in changed.values():
             await outbox.add(_cell_output(self.settings, move, cell, self._stamp()))
         await outbox.flush()

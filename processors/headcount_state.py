@@ -25,7 +25,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -80,36 +81,43 @@ class HeadcountState:
         row = self.conn.execute("SELECT next_offset, fingerprint FROM log").fetchone()
         return row is not None and (row[0] - 1, row[1]) == (record.offset, fingerprint(record))
 
-    def fold(self, records: Sequence[Logged], changed: dict[CellKey, tuple[Movement, CellValue]]) -> None:
-        """Apply the movements of ``records`` (consecutive, in offset order) in one transaction with
-        the offset they reach; ``changed`` gets the cells whose published value changed (see
-        ``aggregation.apply_batch``)."""
-        if not records:
-            return
-        moves = [Movement.from_bytes(record.value) for record in records]
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """One transaction for several ``fold`` calls (a worker's batch: fewer pages written than a
+        transaction per chunk); rolled back if anything in it raises."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            members = _Rows(self._reader("SELECT entries FROM members WHERE key = ?", json.loads))
-            keys = list({f"{m.convention_id}|{m.school}|{m.pupil}" for m in moves})
-            members.update(dict.fromkeys(keys))  # read, not changed: a dict's update bypasses __setitem__
-            members.update(
-                (key, json.loads(entries)) for key, entries in self.conn.execute(_MEMBERS_AMONG, (json.dumps(keys),))
-            )
-            counts = _Rows(self._reader("SELECT n FROM counts WHERE key = ?", int))
-            apply_batch(members, counts, moves, changed)
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO members VALUES (?, ?)",
-                [(key, json.dumps(members[key], separators=(",", ":"))) for key in members.changed],
-            )
-            self.conn.executemany(
-                "INSERT OR REPLACE INTO counts VALUES (?, ?)", [(k, counts[k]) for k in counts.changed]
-            )
-            last = records[-1]
-            self.conn.execute("INSERT OR REPLACE INTO log VALUES (0, ?, ?)", (last.offset + 1, fingerprint(last)))
-            self.conn.execute("COMMIT")
+            yield
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+        self.conn.execute("COMMIT")
+
+    def fold(self, records: Sequence[Logged], changed: dict[CellKey, tuple[Movement, CellValue]]) -> None:
+        """Apply the movements of ``records`` (consecutive, in offset order) with the offset they
+        reach, in the open transaction or in one of its own; ``changed`` gets the cells whose published
+        value changed (see ``aggregation.apply_batch``)."""
+        if not records:
+            return
+        if not self.conn.in_transaction:
+            with self.transaction():
+                return self.fold(records, changed)
+        moves = [Movement.from_bytes(record.value) for record in records]
+        members = _Rows(self._reader("SELECT entries FROM members WHERE key = ?", json.loads))
+        keys = list({f"{m.convention_id}|{m.school}|{m.pupil}" for m in moves})
+        members.update(dict.fromkeys(keys))  # read, not changed: a dict's update bypasses __setitem__
+        members.update(
+            (key, json.loads(entries)) for key, entries in self.conn.execute(_MEMBERS_AMONG, (json.dumps(keys),))
+        )
+        counts = _Rows(self._reader("SELECT n FROM counts WHERE key = ?", int))
+        apply_batch(members, counts, moves, changed)
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO members VALUES (?, ?)",
+            [(key, json.dumps(members[key], separators=(",", ":"))) for key in members.changed],
+        )
+        self.conn.executemany("INSERT OR REPLACE INTO counts VALUES (?, ?)", [(k, counts[k]) for k in counts.changed])
+        last = records[-1]
+        self.conn.execute("INSERT OR REPLACE INTO log VALUES (0, ?, ?)", (last.offset + 1, fingerprint(last)))
 
     def _reader(self, sql: str, parse: Callable[[Any], Any]) -> Callable[[str], Any]:
         """One row's value by its key (``sql`` selects it), parsed; None when there is no row."""
@@ -126,7 +134,10 @@ class HeadcountState:
 
     def clear(self) -> None:
         """Forget everything: the file then holds the fold of no movement."""
-        self.conn.executescript("BEGIN IMMEDIATE; DELETE FROM members; DELETE FROM counts; DELETE FROM log; COMMIT;")
+        with self.transaction():
+            self.conn.execute("DELETE FROM members")
+            self.conn.execute("DELETE FROM counts")
+            self.conn.execute("DELETE FROM log")
 
     def close(self) -> None:
         self.conn.close()

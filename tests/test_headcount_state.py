@@ -95,14 +95,18 @@ def test_two_workers_folding_the_same_movements_into_one_file_count_each_pupil_o
     new.close()
 
 
-def test_a_rolled_back_chunk_leaves_the_file_as_it_was(tmp_path: Path) -> None:
-    records = logged([move(f"p{n}", "enter", "2nde", n) for n in range(4)])
+def test_a_batch_whose_chunk_fails_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    records = logged([move(f"p{n}", "enter", "2nde", n) for n in range(6)])
     state = HeadcountState(tmp_path / "p.sqlite")
     state.fold(records[:2], {})
-    broken = [*records[2:], Logged(4, b"{not a movement")]
-    with pytest.raises(ValueError):
-        state.fold(broken, {})
+    with pytest.raises(ValueError), state.transaction():  # a worker's batch, folded a chunk at a time
+        state.fold(records[2:4], {})
+        state.fold([*records[4:], Logged(6, b"{not a movement")], {})
     assert (state.next_offset, state.counts()) == (2, in_memory([Movement.from_bytes(r.value) for r in records[:2]]))
+    with state.transaction():
+        state.fold(records[2:4], {})
+        state.fold(records[4:], {})
+    assert (state.next_offset, state.counts()) == (6, in_memory([Movement.from_bytes(r.value) for r in records]))
     state.close()
 
 

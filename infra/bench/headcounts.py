@@ -1,10 +1,11 @@
 """Headcounts of one aggregated convention folded as a worker folds them, measured in a process of its own.
 
 ``python -m scolaflux.infra.bench.headcounts N DIR [--in-memory]`` folds N enrolments (a région's
-lycéens: pupils spread over 1,000 lycées and their three levels) in the worker's chunks, into one
-partition's state file in DIR (``HeadcountState``), or with ``--in-memory`` into dicts (the pure
-fold, as the worker kept them before the file); prints the CPU seconds and, for the file, its size
-and how long a worker taking the partition takes to find where to resume. The benchmark runs it
+lycéens: pupils spread over 1,000 lycées and their three levels) as a worker owning one partition
+would, into its state file in DIR (``HeadcountState``: a transaction per batch of ``MAX_RECORDS``,
+folded in chunks of ``YIELD_EVERY``), or with ``--in-memory`` into dicts (the pure fold, as the
+worker kept them before the file); prints the CPU seconds and, for the file, its size and how long
+a worker taking the partition takes to find where to resume. The benchmark runs it
 with ``workers.run_measured`` for the peak memory.
 """
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...processors.aggregation import Movement, apply_batch
-from ...processors.app import YIELD_EVERY
+from ...processors.app import MAX_RECORDS, YIELD_EVERY
 from ...processors.headcount_state import HeadcountState
 
 SCHOOLS = 1_000
@@ -61,30 +63,38 @@ def movements(start: int, stop: int) -> list[Logged]:
     return records
 
 
+def batches(count: int) -> Iterator[list[list[Logged]]]:
+    """``count`` movements in a worker's batches, each in its chunks, made a batch at a time."""
+    for start in range(0, count, MAX_RECORDS):
+        stop = min(start + MAX_RECORDS, count)
+        yield [movements(n, min(n + YIELD_EVERY, stop)) for n in range(start, stop, YIELD_EVERY)]
+
+
 def fold(count: int, folder: Path, in_memory: bool) -> dict[str, float]:
-    """Fold ``count`` movements in chunks; the CPU seconds the folds took (making the movements not
-    counted), and what the file holds."""
-    chunks = (movements(start, min(start + YIELD_EVERY, count)) for start in range(0, count, YIELD_EVERY))
-    cpu = 0.0
-    if in_memory:
-        members: dict[str, object] = {}
-        counts: dict[str, object] = {}
-        for chunk in chunks:
-            started = time.process_time()
-            apply_batch(members, counts, [Movement.from_bytes(r.value) for r in chunk], {})
-            cpu += time.process_time() - started
-        return {"cpu_seconds": cpu}
+    """Fold ``count`` movements; the CPU seconds the folds took (making the movements not counted),
+    and what the file holds."""
     path = folder / "headcounts.sqlite"
     path.unlink(missing_ok=True)
-    state = HeadcountState(path)
-    for chunk in chunks:
+    state = None if in_memory else HeadcountState(path)
+    members: dict[str, object] = {}
+    counts: dict[str, object] = {}
+    cpu = 0.0
+    for batch in batches(count):
         started = time.process_time()
-        state.fold(chunk, {})
+        if state is None:
+            for chunk in batch:
+                apply_batch(members, counts, [Movement.from_bytes(r.value) for r in chunk], {})
+        else:
+            with state.transaction():
+                for chunk in batch:
+                    state.fold(chunk, {})
         cpu += time.process_time() - started
+    if state is None:
+        return {"cpu_seconds": cpu}
     state.close()
     opened = time.perf_counter()
     state = HeadcountState(path)
-    resumes = state.follows(chunk[-1]) and state.next_offset == count
+    resumes = state.follows(batch[-1][-1]) and state.next_offset == count
     resume_seconds = time.perf_counter() - opened
     state.close()
     if not resumes:
