@@ -200,7 +200,7 @@ def reference_run(pipeline: Pipeline, stream: Iterable[Frame]) -> Reference:
     topics = pipeline.topics
     prefix = topics.delivery("")
     members: dict[str, Any] = {}
-    cells: dict[str, Any] = {}
+    counts: dict[str, Any] = {}
     audit = audit_codec()
     cell_codec = delivery_codec()
     result = Reference()
@@ -212,7 +212,7 @@ def reference_run(pipeline: Pipeline, stream: Iterable[Frame]) -> Reference:
                 result.deadletters.add(output.value)
             elif output.topic == topics.aggregation:
                 move = Movement.from_bytes(output.value)
-                for cell in apply_movement(members, cells, move):
+                for cell in apply_movement(members, counts, move):
                     record = cell_delivery(move, cell, clock())
                     result.deliveries[move.convention_id].append(cell_codec.encode(record))
             else:

@@ -22,8 +22,8 @@ event against 180, 8,000 events/s against 5,650 (``scolaflux bench --only proces
 **Headcounts: the same owned pattern, state in a SQLite file per partition.** ``Headcounts`` is a
 second service with its own aiokafka consumer in ``Settings.headcounts_group_id`` and its own
 producer: it reads the movements the pipeline writes to the aggregation topic, folds them into the
-partition's file under ``data_dir/headcounts`` (``HeadcountState``, one transaction per chunk with
-the offset it reaches), sends the last value of each cell whose published value changed in the
+partition's file under ``data_dir/headcounts`` (``HeadcountState``, one transaction per partition
+and batch, with the offset it reaches), sends the last value of each cell whose published value changed in the
 batch, waits for the acknowledgements and commits the batch's next offsets. The movements are the
 log of that state: on taking a partition it reads the movements after the last one its file holds
 up to the first offset it is given (the committed one), without sending anything (the fold is

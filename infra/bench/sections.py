@@ -10,6 +10,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 from ...processors.bench_routing import measure_routing
 from ...processors.conventions import Convention
@@ -450,11 +451,7 @@ def snapshot(bench: Bench) -> None:
     args += ["--as-of", "2026-12-01", "--force", "--rejects", str(settings.data_dir / "rejects.csv")]
     seconds = []
     for run in range(bench.options.runs):
-        log_path = settings.data_dir / f"import-{run}.log"
-        code, rss, elapsed = run_measured(args, settings_env(settings), log_path, timeout=1800)
-        if code != 0:
-            tail = log_path.read_text(errors="replace").splitlines()[-3:]
-            raise RuntimeError(f"import exited {code}: {' '.join(tail)}")
+        rss, elapsed, _ = _run_to_end("import", args, settings_env(settings), settings.data_dir / f"import-{run}.log")
         figure.values.append(rss)
         seconds.append(elapsed)
     figure.note += f"; {statistics.median(seconds):.0f} s each"
@@ -480,16 +477,22 @@ def headcounts(bench: Bench) -> None:
             log_path = folder / "headcounts.log"
             log_path.unlink(missing_ok=True)
             args = ["-m", "scolaflux.infra.bench.headcounts", str(count), str(folder), *extra]
-            code, rss, _ = run_measured(args, {}, log_path, timeout=1800)
-            lines = log_path.read_text(errors="replace").splitlines()
-            if code != 0:
-                raise RuntimeError(f"headcounts exited {code}: {' '.join(lines[-3:])}")
+            rss, _, lines = _run_to_end("headcounts", args, {}, log_path)
             figure.values.append(rss)
             measured[figure.key] = json.loads(lines[-1])
         disk, dicts = measured[on_disk.key], measured[in_memory.key]
         rate.values.append(count / disk["cpu_seconds"])
     on_disk.note += f"; file {disk['file_bytes'] / 1e6:.0f} MB; resumes after {disk['resume_seconds'] * 1000:.1f} ms"
     rate.note = f"into dicts: {count / dicts['cpu_seconds']:,.0f} per CPU-second, all held in memory"
+
+
+def _run_to_end(what: str, args: list[str], env: dict[str, str], log_path: Path) -> tuple[int, float, list[str]]:
+    """Run ``python ARGS`` to its end: its peak memory, seconds and output lines; raise if it failed."""
+    code, rss, elapsed = run_measured(args, env, log_path, timeout=1800)
+    lines = log_path.read_text(errors="replace").splitlines()
+    if code != 0:
+        raise RuntimeError(f"{what} exited {code}: {' '.join(lines[-3:])}")
+    return rss, elapsed, lines
 
 
 SECTIONS: dict[str, Section] = {
