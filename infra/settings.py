@@ -59,7 +59,11 @@ class Settings(BaseSettings):
         "consumer, so more only multiply the cluster's partitions (10,000 conventions x 6 = 60,000) and "
         "the processor's batches per cycle.",
     )
-    data_dir: Path = Path("var")
+    data_dir: Path = Field(
+        default=Path("var"),
+        description="Local files: the views' SQLite files, the processor's headcount state (a cache of the "
+        "aggregation topic, rebuilt from it if lost), the snapshot ledger.",
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the views' database; unset: SQLite files in data_dir."
     )
