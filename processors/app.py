@@ -330,7 +330,7 @@ class Headcounts(_Batches):
                 reader.seek(tp, resume - 1)  # its last movement, to check that the file folds this log
             else:
                 await reader.seek_to_beginning(tp)
-            checked = not resume
+            checked, read = not resume, 0
             while not checked or await reader.position(tp) < end:
                 records = (await reader.getmany(tp, timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS)).get(tp, [])
                 if not checked:
@@ -343,10 +343,14 @@ class Headcounts(_Batches):
                     else:
                         log.warning("headcount state of %s/%d is not this log's: rebuilt from its beginning", *tp)
                         state.clear()
+                        resume = 0
                         await reader.seek_to_beginning(tp)
                         continue
-                state.fold([r for r in records if r.offset < end], {})
+                before_end = [r for r in records if r.offset < end]
+                state.fold(before_end, {})
+                read += len(before_end)
                 await asyncio.sleep(0)
+            log.info("headcounts of %s/%d taken at offset %d: file up to %d, %d movements read", *tp, end, resume, read)
         except BaseException:
             state.close()
             raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import shutil
 import sqlite3
 import tempfile
@@ -135,7 +136,9 @@ def take(settings: Settings, topic: str, end: int) -> dict[str, int]:
     return asyncio.run(run())
 
 
-def test_a_worker_taking_a_partition_resumes_after_its_files_last_movement(settings: Settings) -> None:
+def test_a_worker_taking_a_partition_resumes_after_its_files_last_movement(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
     topic = f"{settings.topic_prefix}.aggregation"
     ensure_topics(settings, [TopicSpec(topic, 1, {"retention.ms": "-1"})])
     moves = [move(f"p{n}", "enter", ("2nde", "1re")[n % 2], n) for n in range(40)]
@@ -145,7 +148,9 @@ def test_a_worker_taking_a_partition_resumes_after_its_files_last_movement(setti
     path = settings.data_dir / "headcounts" / f"{topic}-0.sqlite"
     with sqlite3.connect(path) as conn:
         conn.execute("INSERT INTO counts VALUES ('mark', 1)")
-    assert take(settings, topic, 40) == {**in_memory(moves), "mark": 1}
+    with caplog.at_level(logging.INFO, logger="scolaflux.processors.app"):
+        assert take(settings, topic, 40) == {**in_memory(moves), "mark": 1}
+    assert f"headcounts of {topic}/0 taken at offset 40: file up to 25, 15 movements read" in caplog.messages
 
 
 def test_a_file_of_another_log_is_emptied_and_the_partition_read_from_its_beginning(settings: Settings) -> None:
