@@ -59,9 +59,8 @@ def test_quick_benchmark_prints_and_writes_its_figures(bootstrap: str, tmp_path:
     run_benchmark(settings, runs=2, quick=True, sections=sections, json_path=out, console=console)
     data = json.loads(out.read_text())
     figures = {f["key"]: f for f in data["figures"]}
-    assert {"ceiling.passthrough", "core.pipeline", "routing.ratio", "headcounts.memory", "headcounts.rate"} <= set(
-        figures
-    )
+    expected = {"ceiling.produce", "ceiling.consume", "ceiling.passthrough", "core.pipeline", "routing.ratio"}
+    assert expected | {"headcounts.memory", "headcounts.memory.dicts", "headcounts.rate"} <= set(figures)
     for figure in figures.values():
         assert figure["error"] is None, figure
         assert len(figure["values"]) == 2 and all(v > 0 and math.isfinite(v) for v in figure["values"])

@@ -482,7 +482,9 @@ def headcounts(bench: Bench) -> None:
             measured[figure.key] = json.loads(lines[-1])
         disk, dicts = measured[on_disk.key], measured[in_memory.key]
         rate.values.append(count / disk["cpu_seconds"])
-    on_disk.note += f"; file {disk['file_bytes'] / 1e6:.0f} MB; resumes after {disk['resume_seconds'] * 1000:.1f} ms"
+    on_disk.note += (
+        f"; file {disk['file_bytes'] / 1e6:.0f} MB; where to resume found in {disk['resume_seconds'] * 1e3:.1f} ms"
+    )
     rate.note = f"into dicts: {count / dicts['cpu_seconds']:,.0f} per CPU-second, all held in memory"
 
 
