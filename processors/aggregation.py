@@ -129,17 +129,19 @@ def apply_movement(members: State, counts: State, move: Movement) -> list[CellVa
     ``members`` maps convention|school|pupil to the pupil's movements there (deduplicated by event);
     their place is a fold of those movements in event order, an erased record left out, so the
     result does not depend on the order they arrive in. ``counts`` maps convention|school|level to
-    the number of pupils placed there. A movement already applied changes nothing and republishes
-    its pupil's cell, in case its delivery was lost. The two maps change together: kept apart (a
-    crash between two writes), a replayed movement would count its pupil twice.
+    the number of pupils placed there. The two maps change together: kept apart (a crash between
+    two writes), a replayed movement would count its pupil twice.
+
+    A movement already applied changes nothing and republishes, with their values now, the cells
+    of every level its pupil has a movement at there: the cells it changed when it was applied
+    (which depended on the movements there then) are among them, and their delivery may have been
+    lost (a worker resuming at the committed offset replays movements its state already holds).
     """
     member_key = f"{move.convention_id}|{move.school}|{move.pupil}"
     stored: list[list[Any]] = members.get(member_key) or []
     if any(known[0] == move.order for known in stored):
-        level = place(stored)
-        if level is None:
-            return []
-        return [CellValue(level, _published(counts.get(_cell_key(move, level), 0), move.threshold))]
+        levels = sorted({level for _, _, level, _, _ in stored if level is not None})
+        return [CellValue(level, _published(counts.get(_cell_key(move, level), 0), move.threshold)) for level in levels]
     entries = sorted([*stored, [move.order, move.action, move.level, move.event_ref, move.target_ref]], key=_first)
     members[member_key] = entries
     old_level, new_level = place(stored), place(entries)

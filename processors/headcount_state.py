@@ -12,8 +12,9 @@ Movements are folded in transactions (a worker's: one per partition and batch) t
 the offset after the last movement and that movement's fingerprint (Kafka timestamp and a hash of
 key and value): the file is always the fold of a prefix of the log, give or take movements applied
 twice, which change nothing. The file runs ahead of the group's committed offset (it is written
-before the batch's cells are sent): a worker resuming there re-applies those movements, which
-republishes their cells. Before resuming, the worker checks that the log still holds that
+before the batch's cells are sent): a worker resuming there applies those movements again, which
+changes nothing and republishes every cell they may have changed (``aggregation.apply_movement``),
+their first delivery having perhaps been lost. Before resuming, the worker checks that the log still holds that
 fingerprint at that offset; a file of another log (the topic deleted and made again, another
 deployment's data directory) is emptied and the partition read from its beginning. Several workers
 may use the same file one after the other (one data directory on one machine); SQLite serialises

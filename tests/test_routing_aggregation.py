@@ -66,6 +66,21 @@ def test_a_movement_applied_twice_changes_nothing_but_republishes_its_cells() ->
     assert counts(cells) == {"2nde": 3}
 
 
+def test_a_movement_applied_again_republishes_every_cell_its_pupil_was_counted_in() -> None:
+    members, cells = {}, {}
+    for n in range(4):
+        apply_movement(members, cells, move(f"p{n}", "enter", "2nde", n))
+    apply_movement(members, cells, move("p0", "relevel", "1re", 5, event_type="correction"))
+    apply_movement(members, cells, move("p1", "leave", None, 6, event_type="transfer"))
+    # their first deliveries lost: applied again, they send what they changed then, as it is now
+    again = apply_movement(members, cells, move("p0", "relevel", "1re", 5, event_type="correction"))
+    assert again == [CellValue("1re", None), CellValue("2nde", None)]
+    assert apply_movement(members, cells, move("p1", "leave", None, 6, event_type="transfer")) == [
+        CellValue("2nde", None)
+    ]
+    assert counts(cells) == {"2nde": 2, "1re": 1}
+
+
 def test_an_older_movement_arriving_late_takes_its_place_in_event_order() -> None:
     members, cells = {}, {}
     apply_movement(members, cells, move("p0", "leave", None, 20))
@@ -115,6 +130,31 @@ def test_headcounts_do_not_depend_on_the_order_or_repetition_of_movements(moves,
     for m in shuffled:
         apply_movement(members, cells, m)
     assert counts(cells) == counts(reference)
+
+
+@given(moves=MOVES, cuts=st.tuples(st.integers(0, 30), st.integers(0, 30)), threshold=st.integers(1, 3))
+def test_a_view_shows_every_cell_right_after_a_worker_replays_movements_whose_cells_were_lost(
+    moves, cuts, threshold
+) -> None:
+    moves = [dataclasses.replace(m, threshold=threshold) for m in moves]
+    committed, cut = sorted(cuts)
+    members, cells, shown, applied = {}, {}, {}, set()
+
+    def send(batch: list[Movement]) -> None:
+        """Fold a batch and deliver its cells to a view, which skips a delivery id it has applied."""
+        changed: dict = {}
+        apply_batch(members, cells, batch, changed)
+        for key, (move, cell) in changed.items():
+            delivery = cell_delivery(move, cell, dt.datetime(2026, 9, 1, tzinfo=dt.UTC))["delivery_id"]
+            if delivery not in applied:
+                applied.add(delivery)
+                shown[key] = cell.count
+
+    send(moves[:cut])  # its cells delivered, only its first movements' offsets committed
+    apply_batch(members, cells, moves[cut:], {})  # folded, then the worker died before its cells went out
+    send(moves[committed:])  # the next worker resumes at the committed offset: movements applied again
+    truth = {tuple(key.split("|")): (n if n >= threshold else None) for key, n in cells.items()}
+    assert {key: shown.get(key) for key in truth} == truth
 
 
 @given(moves=MOVES, split=st.integers(0, 30), threshold=st.integers(1, 3))
