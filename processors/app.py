@@ -256,7 +256,7 @@ class Headcounts(_Batches):
         super().__init__(settings, metrics, **kwargs)
         self.topic = topic
         self.states: dict[TopicPartition, HeadcountState] = {}  # of the partitions owned
-        self._last_ms = 0  # the last cell's delivery time (see ``_stamp``)
+        self._last_ms = 0  # the last batch's delivery time (see ``_stamp``)
 
     async def on_start(self) -> None:
         self.consumer = _batch_consumer(self.settings, self.settings.headcounts_group_id)
@@ -289,8 +289,9 @@ class Headcounts(_Batches):
                 for start in range(0, len(records), YIELD_EVERY):
                     state.fold(records[start : start + YIELD_EVERY], changed)
                     await asyncio.sleep(0)
+        stamp = self._stamp()
         for move, cell in changed.values():
-            await outbox.add(_cell_output(self.settings, move, cell, self._stamp()))
+            await outbox.add(_cell_output(self.settings, move, cell, stamp))
         await outbox.flush()
 
         async def settle() -> None:
@@ -302,16 +303,16 @@ class Headcounts(_Batches):
         return settle
 
     def _stamp(self) -> dt.datetime:
-        """The delivery time of the next cell, a millisecond after the last one at least.
+        """The delivery time of a batch's cells: the wall clock, a millisecond after the last batch's
+        at least.
 
-        A view keeps each cell's newest delivery by (delivered_at, delivery_id): two updates of one
-        cell in the same millisecond would be ordered by their ids, not by their order here. A cell's
-        updates all come from one partition, so from one worker at a time. The stamp runs ahead of
-        the wall clock only while more than 1,000 cells a second go out; a worker taking a partition
-        over starts from the wall clock, so if its predecessor had run ahead by more than the
-        takeover took (10 s at least), its first updates would rank below the predecessor's last.
-        A per-cell sequence in the delivery (the movement's offset) would remove that limit; it
-        needs a new optional field in the delivery schema.
+        A view keeps each cell's newest delivery by (delivered_at, delivery_id). A batch sends each
+        cell once, so its cells share one time, which runs ahead of the clock only if batches end
+        less than a millisecond apart. A cell's updates all come from one partition, so from one
+        worker at a time, and a worker taking a partition over stamps its cells after its
+        predecessor's as long as their clocks agree to within the takeover (10 s at least). (A time
+        per cell, a millisecond apart, ran a second ahead of the clock for every 1,000 cells sent
+        faster than that, which a successor's first cells could then rank below.)
         """
         self._last_ms = max(time.time_ns() // 1_000_000, self._last_ms + 1)
         return dt.datetime.fromtimestamp(self._last_ms / 1000, dt.UTC)
