@@ -70,8 +70,10 @@ def test_quick_benchmark_prints_and_writes_its_figures(bootstrap: str, tmp_path:
         figures["core.pipeline"]["median"] / data["ceiling"]
     )
     assert figures["routing.ratio"]["meets_goal"] in (True, False)
+    assert all(data[at]["probe_seconds"] > 0 for at in ("machine_at_start", "machine_at_end"))
     printed = console.export_text()
     assert "routing cost per event" in printed and "x ceiling" in printed
+    assert "sum(range(1_000_000))` at start and end" in printed
 
 
 @pytest.mark.broker

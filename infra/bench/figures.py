@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import statistics
+import timeit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,11 +118,23 @@ def format_value(value: float | None, kind: Kind) -> str:
             return f"{value:,.2f}"
 
 
+PROBE = "sum(range(1_000_000))"
+"""A fixed pure-Python loop, timed when a benchmark starts and ends: shared machines differ from
+one day to the next and vary within minutes (1.4x seen here), and the feed is mostly
+pure Python, so rates compare only between runs that timed the probe alike."""
+
+
+def probe_seconds() -> float:
+    """Seconds for one pass of ``PROBE`` on this machine now (best of 5 x 5 passes, ~0.5 s)."""
+    return min(timeit.repeat(PROBE, number=5, repeat=5)) / 5
+
+
 def machine() -> dict[str, Any]:
-    """What the figures were measured on: cores, load, Python, time."""
+    """What the figures were measured on: cores, load, the probe's time, Python, time."""
     return {
         "cores": os.cpu_count(),
         "load_average": list(os.getloadavg()),
+        "probe_seconds": probe_seconds(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),

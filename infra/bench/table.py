@@ -5,16 +5,18 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-from .figures import Figure, Report, format_value, ratio_to
+from .figures import PROBE, Figure, Report, format_value, ratio_to
 
 
 def render(report: Report) -> Table:
     """A rich table of every figure of ``report``."""
     load = ", ".join(f"{x:.2f}" for x in report.started.get("load_average", []))
+    probes = [f"{m['probe_seconds'] * 1000:.1f} ms" for m in (report.started, report.finished) if "probe_seconds" in m]
     table = Table(
         title=f"scolaflux benchmark: {report.runs} run(s) per figure{' (quick)' if report.quick else ''}",
-        caption=f"{report.started.get('cores')} cores, load average at start {load}; broker {report.broker}. "
-        "Shared machine: figures vary from run to run.",
+        caption=f"{report.started.get('cores')} cores, load average at start {load}; "
+        f"`{PROBE}` at start and end: {' and '.join(probes)}; broker {report.broker}. "
+        "Shared machine: figures vary from run to run; compare runs whose probes are alike.",
     )
     for name, justify in (
         ("figure", "left"),
