@@ -202,10 +202,16 @@ def _published(count: int, threshold: int) -> int | None:
 
 
 def cell_delivery(move: Movement, cell: CellValue, now: dt.datetime) -> dict[str, Any]:
-    """The delivery record of a cell's new value under an aggregated convention."""
+    """The delivery record of a cell's value under an aggregated convention, sent at ``now``.
+
+    Its id names the movement, the cell and the time: a view keeps a cell's newest delivery and
+    skips a delivery id it has applied, and the same movement can send the same cell again with
+    another value (applied again, or its record twice on the topic, the last of a batch to touch
+    the cell: see ``apply_movement``); under an id without the time, the view skipped that value.
+    """
     suppressed = cell.count is None
     return {
-        "delivery_id": delivery_id(move.event_id, f"{move.convention_id}/{cell.level}"),
+        "delivery_id": delivery_id(move.event_id, f"{move.convention_id}/{cell.level}@{epoch_millis(now)}"),
         "event_ref": move.event_ref,
         "event_type": move.event_type,
         "event_time": move.event_time,  # Avro's millis, as kept in the movement
