@@ -8,18 +8,18 @@ pupil (a région's 300,000 lycéens: 329 MB at peak against 66 MB with the file,
 --only headcounts`; the rentrée's 12.4 million enrolments, each pupil counted under one or two
 aggregated conventions: 10 - 20 GB), and a worker taking a partition read it from its beginning.
 
-Movements are folded in transactions (a worker's: one per partition and batch) that also record
-the offset after the last movement and that movement's fingerprint (Kafka timestamp and a hash of
-key and value): the file is always the fold of a prefix of the log, give or take movements applied
+Movements are folded in transactions (a worker's: one per partition and batch) that also record the
+offset after the last movement and that movement's fingerprint (Kafka timestamp and a hash of key
+and value): the file is always the fold of a prefix of the log, give or take movements applied
 twice, which change nothing. The file runs ahead of the group's committed offset (it is written
 before the batch's cells are sent): a worker resuming there applies those movements again, which
 changes nothing and republishes every cell they may have changed (``aggregation.apply_movement``),
-their first delivery having perhaps been lost. Before resuming, the worker checks that the log still holds that
-fingerprint at that offset; a file of another log (the topic deleted and made again, another
-deployment's data directory) is emptied and the partition read from its beginning. Several workers
-may use the same file one after the other (one data directory on one machine); SQLite serialises
-their transactions, each reading the state afresh. Durability is not needed, only atomicity: a
-transaction lost in a power cut leaves an older prefix, which the log completes (WAL,
+their first delivery having perhaps been lost. Before resuming, the worker checks that the log still
+holds that fingerprint at that offset; a file of another log (the topic deleted and made again,
+another deployment's data directory) is emptied and the partition read from its beginning. Several
+workers may use the same file one after the other (one data directory on one machine); SQLite
+serialises their transactions, each reading the state afresh. Durability is not needed, only
+atomicity: a transaction lost in a power cut leaves an older prefix, which the log completes (WAL,
 ``synchronous=NORMAL``).
 """
 
