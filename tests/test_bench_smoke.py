@@ -20,7 +20,7 @@ from scolaflux.infra.bench.processor import Delivered, audit_identity, compare
 from scolaflux.infra.bench.records import end_offsets, produce
 from scolaflux.infra.bench.run import run_benchmark
 from scolaflux.infra.bench.table import notes
-from scolaflux.infra.bench.workers import cpu_seconds, high_water_mark
+from scolaflux.infra.bench.workers import CpuUse, cpu_seconds, high_water_mark
 from scolaflux.infra.kafka import TopicSpec, ensure_topics
 from scolaflux.infra.settings import Settings
 from scolaflux.processors.conventions import convention_rules
@@ -140,6 +140,17 @@ def test_cpu_time_is_read_from_the_process_itself() -> None:
     after = cpu_seconds(os.getpid())
     assert before is not None and after is not None and after - before >= 0.1
     assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
+def test_cpu_use_counts_a_process_and_the_whole_machine() -> None:
+    use = CpuUse({"me": [os.getpid()], "gone": [2**22 + 12345]}).start()
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn 0.2 s of CPU
+        pass
+    used, seconds = use.used()
+    assert used["me"] >= 0.1 and used["gone"] == 0
+    assert used["machine"] >= used["me"] - 0.02  # clock ticks: each count is rounded to 10 ms
+    assert seconds >= 0.2
 
 
 @pytest.mark.broker

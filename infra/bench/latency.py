@@ -98,6 +98,11 @@ class Follower:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"a view follower was not reading within {timeout:.0f}s")
 
+    @property
+    def pid(self) -> int:
+        """The view's process id."""
+        return self._process.pid
+
     def applied(self) -> int:
         """How many deliveries recorded from ``since`` on it has applied so far."""
         return self._count.value

@@ -10,6 +10,7 @@ import statistics
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...processors.bench_routing import measure_routing
@@ -47,7 +48,7 @@ from .views import (
     prepare_topic,
     sqlite_engine,
 )
-from .workers import run_measured, start, start_profiler, stop_profiler
+from .workers import CpuUse, run_measured, start, start_profiler, stop_profiler
 
 PASSTHROUGH_VALUE_SIZE = 300
 WARM_UP_EVENTS = 500
@@ -329,6 +330,7 @@ def latency(bench: Bench) -> None:
     p99 = bench.figure("latency.p99", f"end-to-end latency p99, {rate:,.0f} events/s", "seconds", Goal(0.25, False))
     way_in = bench.figure("latency.in.p99", "- p99 of its way in: production to the processor's pipeline", "seconds")
     way_out = bench.figure("latency.out.p99", "- p99 of its way out: the pipeline to the view's commit", "seconds")
+    worker_cpu = bench.figure("latency.worker.cpu", f"- worker CPU per source event at {rate:,.0f} events/s", "seconds")
     hop_how = "the feed's event producer settings, a consumer outside any group; a broker of its own each run"
     hop = bench.figure(
         "latency.hop.p99", f"reference: one hop on the broker alone, p99, {rate:,.0f} records/s", "seconds"
@@ -354,7 +356,8 @@ def latency(bench: Bench) -> None:
             # simulated beforehand: the simulator's CPU (a fifth of a core at 2,000 events/s) would be
             # taken from the feed under measurement; each event is stamped and encoded as it is sent
             paced = list(itertools.islice(records, int(rate * sizes.latency_seconds) + 1))
-            measured, sent, batches = _paced_run(settings, conventions, followed, warm_up, audits, paced, rate, sizes)
+            paced_run = _paced_run(settings, conventions, followed, warm_up, audits, paced, rate, sizes)
+        measured, sent, batches = paced_run.latencies, paced_run.sent, paced_run.batches
         low, high = percentiles(measured.total)
         p50.values.append(low)
         p99.values.append(high)
@@ -371,6 +374,23 @@ def latency(bench: Bench) -> None:
             )
         stages = ", ".join(f"{stage} {batches[stage] * 1000:,.1f}" for stage in PROCESSOR_STAGES if stage in batches)
         way_out.note += f"; the worker's batch stages, mean ms: {stages}"
+        worker_cpu.values.append(paced_run.cpu["worker"] / sent)
+        worker_cpu.note = cpu_note(paced_run)
+
+
+@dataclass(frozen=True)
+class PacedRun:
+    """What one latency run measured."""
+
+    latencies: Latencies
+    sent: int
+    batches: dict[str, float]
+    """The worker's mean batch figures (``mean_since``)."""
+    cpu: dict[str, float]
+    """CPU seconds used while the events were sent: by the worker, the views, the benchmark (the
+    producer) and the whole machine (``CpuUse``)."""
+    seconds: float
+    """How long sending them took."""
 
 
 def _paced_run(
@@ -382,9 +402,8 @@ def _paced_run(
     paced: list[EventRecord],
     rate: float,
     sizes: Sizes,
-) -> tuple[Latencies, int, dict[str, float]]:
-    """One latency run: a worker, the followed views, ``paced`` events sent at ``rate``; the
-    latencies, the events sent and the worker's mean batch figures (``mean_since``)."""
+) -> PacedRun:
+    """One latency run: a worker, the followed views, ``paced`` events sent at ``rate``."""
     worker_metrics = f"http://127.0.0.1:{settings.metrics_port}/metrics"
     rig = ProcessorRig(settings, conventions)
     producer = event_producer(settings)
@@ -399,9 +418,12 @@ def _paced_run(
         for follower in followers:
             follower.wait_ready()
         before = batch_times(worker_metrics)
+        pids = {"worker": [w.process.pid for w in rig.workers], "views": [f.pid for f in followers]}
+        use = CpuUse({**pids, "benchmark": [os.getpid()]}).start()
         sent = paced_produce(producer, settings.raw_topic, iter(paced), rate, sizes.latency_seconds)
-        measured = settle(followers)
-        return measured, sent, mean_since(before, batch_times(worker_metrics))
+        cpu, seconds = use.used()  # the steady state: the last events' way out is left out
+        latencies = settle(followers)
+        return PacedRun(latencies, sent, mean_since(before, batch_times(worker_metrics)), cpu, seconds)
     finally:
         for follower in followers:
             follower.stop()
@@ -428,6 +450,17 @@ def settle(followers: list[Follower], quiet: float = 2.0, timeout: float = 120.0
             raise RuntimeError(follower.error)
         measured.extend(follower.latencies)
     return measured
+
+
+def cpu_note(run: PacedRun) -> str:
+    """Where the machine's CPU went during a latency run, in % of one core."""
+    share = {name: 100 * seconds / run.seconds for name, seconds in run.cpu.items()}
+    rest = share["machine"] - share["worker"] - share["views"] - share["benchmark"]
+    return (
+        f"CPU while the events were sent (last run), % of one core: worker {share['worker']:.0f}, "
+        f"the views {share['views']:.0f}, the benchmark's producer {share['benchmark']:.0f}, the rest (the broker, "
+        f"anything else) {rest:.0f}; the machine {share['machine']:.0f} of {100 * (os.cpu_count() or 1)}"
+    )
 
 
 SNAPSHOT_DEPARTEMENTS = ("69", "38", "13", "59", "75", "33")

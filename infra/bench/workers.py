@@ -45,6 +45,38 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def busy_seconds() -> float:
+    """The CPU time all the machine's cores have spent busy so far, whoever used it: the first
+    line of ``/proc/stat``, every state but idle and waiting for I/O."""
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, Path("/proc/stat").read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class CpuUse:
+    """The CPU time some processes, grouped by name, and the whole machine use from ``start`` on."""
+
+    pids: dict[str, list[int]]
+    _since: float = 0.0
+    _before: dict[str, float] = field(default_factory=dict)
+
+    def _read(self) -> dict[str, float]:
+        reading = {name: sum(cpu_seconds(pid) or 0.0 for pid in pids) for name, pids in self.pids.items()}
+        reading["machine"] = busy_seconds()
+        return reading
+
+    def start(self) -> CpuUse:
+        """Start counting."""
+        self._since, self._before = time.monotonic(), self._read()
+        return self
+
+    def used(self) -> tuple[dict[str, float], float]:
+        """The CPU seconds each group (and ``machine``, every process) used since ``start``, and the
+        seconds elapsed. Read it while the processes still run."""
+        now = self._read()
+        return {name: now[name] - self._before[name] for name in now}, time.monotonic() - self._since
+
+
 @dataclass
 class Worker:
     """A child process, its log, and the peak resident memory seen while it ran."""
