@@ -20,12 +20,17 @@ ORIGIN_HEADER = "scolaflux.origin"
 MAX_FRAME_BYTES = 64 * 2**20
 """kafka-python 2.3 refuses network frames over 1 MB by default; a fetch of several partitions, or
 the metadata of thousands of convention topics, answers more than that: every client allows 64 MB."""
-FETCH_MAX_WAIT_MS = 10
+FETCH_MAX_WAIT_MS = 50
 """How long a processor's fetch may wait for records (raw topic, movements, conventions). The
 embedded broker holds a fetch for part of its maximum wait even when records are there: 500 ms gave
 a p50 of 133 ms per hop, 10 ms gives 9 ms. A broker answers a connection's requests in order, so a
-ListOffsets (the conventions' catch-up before each batch) also waits behind the fetch in flight:
-with aiokafka's default 500 ms, every batch waited 300-500 ms for it (p50 latency 1.3 s)."""
+ListOffsets on the connection of a fetch in flight waits behind it (with aiokafka's default 500 ms,
+every batch waited 300-500 ms for the conventions' catch-up: p50 latency 1.3 s; their reader is now
+paused between catch-ups). 50 rather than 10 (ninth session, `scolaflux bench --only latency`, 3
+runs each): at 2,000 events/s the same latency (p99 139 against 129 ms, within the spread) for 9 %
+less worker CPU an event (273 against 300 µs) and 151 against 166 % of the 2 cores busy; at 50
+events/s p50 52 against 43 ms, p99 80 against 62 ms; an idle worker 1.9 % of a core (the broker 3.3
+%) against 7.5 % (9.8 %): every consumer of a worker polled 100 times a second."""
 VIEW_FETCH_WAIT_MS = 50
 """How long a view's fetch may wait for records. On Apache Kafka a fetch returns as soon as records
 are there; the embedded broker holds it for part of this wait anyway. Measured per hop (produce to
