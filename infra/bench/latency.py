@@ -222,8 +222,9 @@ HOP_VALUE_SIZE = 300
 def broker_hop(settings: Settings, rate: float, seconds: float, timeout: float = 60.0) -> list[float]:
     """The broker's own latency, the reference for the feed's: records of 300 bytes produced at
     ``rate`` for ``seconds`` with the feed's event producer settings to a fresh topic of the raw
-    topic's partitions, read by a consumer outside any group whose fetches wait at most 10 ms (as the
-    worker's); each record's seconds from its production to its reading."""
+    topic's partitions, read by a consumer outside any group whose fetches wait at most 10 ms (the
+    worker's waited as long until the ninth session, 50 ms since: ``FETCH_MAX_WAIT_MS``); each
+    record's seconds from its production to its reading."""
     assert settings.kafka_bootstrap is not None
     topic = f"{settings.topic_prefix}.hop"
     ensure_topics(settings, [TopicSpec(topic, settings.partitions)])
