@@ -29,8 +29,8 @@ every batch waited 300-500 ms for the conventions' catch-up: p50 latency 1.3 s; 
 paused between catch-ups). 50 rather than 10 (ninth session, `scolaflux bench --only latency`, 3
 runs each): at 2,000 events/s the same latency (p99 139 against 129 ms, within the spread) for 9 %
 less worker CPU an event (273 against 300 µs) and 151 against 166 % of the 2 cores busy; at 50
-events/s p50 52 against 43 ms, p99 80 against 62 ms; an idle worker 1.9 % of a core (the broker 3.3
-%) against 7.5 % (9.8 %): every consumer of a worker polled 100 times a second."""
+events/s p50 52 against 43 ms, p99 80 against 62 ms; an idle worker 1.9 % of a core, its broker
+3.3 %, against 7.5 and 9.8 % (each consumer of a worker fetched up to 100 times a second)."""
 VIEW_FETCH_WAIT_MS = 50
 """How long a view's fetch may wait for records. On Apache Kafka a fetch returns as soon as records
 are there; the embedded broker holds it for part of this wait anyway. Measured per hop (produce to
