@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 from scolaflux.infra.bench.conventions import synthetic_conventions
+from scolaflux.infra.bench.core import avro_timer
 from scolaflux.infra.bench.figures import Figure, Goal, Report, format_value
 from scolaflux.infra.bench.processor import Delivered, audit_identity, compare
 from scolaflux.infra.bench.records import end_offsets, produce
@@ -24,8 +25,24 @@ from scolaflux.infra.bench.workers import CpuUse, cpu_seconds, high_water_mark
 from scolaflux.infra.kafka import TopicSpec, ensure_topics
 from scolaflux.infra.settings import Settings
 from scolaflux.processors.conventions import convention_rules
-from scolaflux.schemas.codec import audit_codec
+from scolaflux.schemas.codec import Codec, audit_codec
 from scolaflux.schemas.geography import load_geography
+
+AUDIT_RECORD = {
+    "delivery_id": str(uuid.uuid4()),
+    "event_id": str(uuid.uuid4()),
+    "event_type": "enrolment",
+    "event_time": 1_788_000_000_000,
+    "pupil": "3162fc76d58e7229cb152908e6e41367",
+    "convention_id": "commune-69123-instruction",
+    "convention_version": 2,
+    "authority_level": "commune",
+    "authority_code": "69123",
+    "identity_treatment": "nominative",
+    "fields": ["level"],
+    "delivered_at": 1_788_000_100_000,
+    "mode": "live",
+}
 
 
 def test_median_spread_goal_and_ratio_to_the_ceiling() -> None:
@@ -59,7 +76,14 @@ def test_quick_benchmark_prints_and_writes_its_figures(bootstrap: str, tmp_path:
     run_benchmark(settings, runs=2, quick=True, sections=sections, json_path=out, console=console)
     data = json.loads(out.read_text())
     figures = {f["key"]: f for f in data["figures"]}
-    expected = {"ceiling.produce", "ceiling.consume", "ceiling.passthrough", "core.pipeline", "routing.ratio"}
+    expected = {
+        "ceiling.produce",
+        "ceiling.consume",
+        "ceiling.passthrough",
+        "core.pipeline",
+        "core.without_avro",
+        "routing.ratio",
+    }
     assert expected | {"headcounts.memory", "headcounts.memory.dicts", "headcounts.rate"} <= set(figures)
     for figure in figures.values():
         assert figure["error"] is None, figure
@@ -69,6 +93,7 @@ def test_quick_benchmark_prints_and_writes_its_figures(bootstrap: str, tmp_path:
     assert figures["core.pipeline"]["ratio_to_ceiling"] == pytest.approx(
         figures["core.pipeline"]["median"] / data["ceiling"]
     )
+    assert figures["core.without_avro"]["median"] >= figures["core.pipeline"]["median"]
     assert figures["routing.ratio"]["meets_goal"] in (True, False)
     assert all(data[at]["probe_seconds"] > 0 for at in ("machine_at_start", "machine_at_end"))
     printed = console.export_text()
@@ -104,26 +129,24 @@ def test_two_deployments_compare_on_event_deliveries_and_final_cells() -> None:
 
 
 def test_an_audit_records_identity_is_its_delivery_id_read_from_the_bytes() -> None:
-    record = {
-        "delivery_id": str(uuid.uuid4()),
-        "event_id": str(uuid.uuid4()),
-        "event_type": "enrolment",
-        "event_time": 1_788_000_000_000,
-        "pupil": "3162fc76d58e7229cb152908e6e41367",
-        "convention_id": "commune-69123-instruction",
-        "convention_version": 2,
-        "authority_level": "commune",
-        "authority_code": "69123",
-        "identity_treatment": "nominative",
-        "fields": ["level"],
-        "delivered_at": 1_788_000_100_000,
-        "mode": "live",
-    }
+    record = AUDIT_RECORD
     again = audit_codec().encode({**record, "delivered_at": 1_788_000_200_000})  # the same delivery redone
     other = audit_codec().encode({**record, "delivery_id": str(uuid.uuid4())})
     identity = audit_identity(audit_codec().encode(record))
     assert identity.endswith(record["delivery_id"].encode())
     assert identity == audit_identity(again) != audit_identity(other)
+
+
+def test_the_avro_timer_counts_codec_calls_and_puts_the_codec_back() -> None:
+    codec, methods = audit_codec(), (Codec.decode, Codec.encode)
+    with avro_timer() as spent:
+        assert spent() == 0
+        for _ in range(100):
+            assert codec.decode(codec.encode(AUDIT_RECORD))["delivery_id"] == AUDIT_RECORD["delivery_id"]
+        inside = spent()
+    assert inside > 0 and (Codec.decode, Codec.encode) == methods
+    codec.decode(codec.encode(AUDIT_RECORD))
+    assert spent() == inside  # nothing counted once the block is left
 
 
 def test_peak_memory_is_read_from_the_process_itself() -> None:
