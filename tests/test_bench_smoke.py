@@ -172,7 +172,10 @@ def test_cpu_use_counts_a_process_and_the_whole_machine() -> None:
         pass
     used, seconds = use.used()
     assert used["me"] >= 0.1 and used["gone"] == 0
-    assert used["machine"] >= used["me"] - 0.02  # clock ticks: each count is rounded to 10 ms
+    # counted in clock ticks, each core's and the process's rounded at both ends (other threads of this
+    # process busy on the other core: up to 40 ms apart, seen here)
+    slack = (2 * (os.cpu_count() or 1) + 2) / os.sysconf("SC_CLK_TCK")
+    assert used["machine"] >= used["me"] - slack
     assert seconds >= 0.2
 
 
