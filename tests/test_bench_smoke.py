@@ -115,6 +115,8 @@ def test_a_failing_section_is_reported_and_the_others_still_run(bootstrap: str, 
         console=console,
     )
     assert report.figures["ceiling.passthrough"].values
+    cpu, bound = report.figures["views.sqlite.cpu"], report.figures["views.sqlite.without_avro"]
+    assert report.figures["views.sqlite"].values and bound.values[0] > 1 / cpu.values[0]  # SQLite ran, decode timed
     postgres = report.figures["views.postgresql"]
     assert not postgres.values and postgres.error
     assert any("views.postgresql" in line and "not measured" in line for line in notes(report))
